@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Render the lab to HTML (the kit's main command), or a folder of student
+# submissions with --submissions DIR.  Sets up .venv on first use.
+#   ./render.sh                          # the five notebooks, default parameters
+#   ./render.sh -p filter_index 7 --out build/f7
+#   ./render.sh --submissions hand-ins/ --out build/grading [--execute]
+# ./render.sh --help lists every option.
+set -euo pipefail
+KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$KIT_ROOT/scripts/setup-env.sh"
+# Progress bars belong on the terminal, never in stored notebook outputs.
+export LAB_PROGRESS=0
+for arg in "$@"; do
+    if [ "$arg" = "--submissions" ]; then
+        exec python -m lab_utils.submissions "$@"
+    fi
+done
+exec python -m lab_utils.render "$@"
