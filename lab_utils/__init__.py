@@ -1,0 +1,44 @@
+"""lab_utils: the analysis library of CNN Circuits Lab.
+
+One module per stage of the lab:
+- ``models``: load ImageNet models (offline weights first), conv layers,
+  feeding layers, sub-models, ``classify`` (step 1);
+- ``images``: images, probe sets, imagenet-mini via kagglehub;
+- ``probe``: one batched scan of a probe set, class/image rankings (step 2);
+- ``featurevis``: batched gradient-ascent feature visualization (steps 2, 4);
+- ``circuits``: single-channel filters, norms, categories (step 3, 5);
+- ``plots``: every figure of the lab;
+- ``params``: the notebooks' parameter checks; ``render``/``submissions``:
+  the HTML rendering commands.
+
+Heavy modules (TensorFlow) load on first use, so ``import lab_utils`` is fast.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+# TensorFlow's C++ logging must never reach a notebook's stored outputs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from .config import LabError, ResourceMissingError  # noqa: E402
+
+_EXPORTS = {
+    "models": ["load_model", "conv_layers", "describe_layers", "feeding_layer", "mid_level_layers",
+               "submodel", "classify", "class_index", "model_names", "preprocess"],
+    "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet"],
+    "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
+    "featurevis": ["visualize_channels", "render_channels", "Visualization"],
+    "circuits": ["channel_table", "channel_norms", "filter_kernel", "CATEGORY_RULE", "circuit_paragraph"],
+    "params": ["check_parameters"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["LabError", "ResourceMissingError"]
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lab_utils' has no attribute {name!r}")

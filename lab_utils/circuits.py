@@ -1,0 +1,129 @@
+"""Step 3: the single-channel filters of one filter, ranked and categorized.
+
+For filter ``f`` of a conv layer with kernel ``K`` of shape (kh, kw, c_in, c_out),
+the single-channel filter of input channel ``c`` is ``K[:, :, c, f]``. Its L2 norm
+(``sqrt(sum of squared weights)``, in weight units, *not* an activation) ranks how
+strongly input channel c drives the filter.
+
+Two categorization rules are in use; the kit reports both:
+- ``by_sign_count``: majority of coefficient signs (more positive -> excitatory);
+- ``by_sum``: sign of the sum of the coefficients (the response to a uniform
+  input: net excitation or inhibition).
+A tie (equal counts, or a sum that is zero within rounding) is "balanced".
+The tables' ``category`` column uses ``CATEGORY_RULE``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import LabError
+from .models import check_filter, get_conv_layer
+
+CATEGORY_RULE = "by_sum"
+CATEGORY_RULE_TEXT = {
+    "by_sum": "sign of the sum of the 3x3 weights (net effect on a uniform input)",
+    "by_sign_count": "majority of the signs of the 3x3 weights",
+}
+# A slice whose norm is below this fraction of the filter's largest slice norm is
+# treated as zero ("near-zero slice"): it cannot move the filter's output.
+NEAR_ZERO_FRACTION = 1e-3
+# |sum| below this fraction of the slice's L1 norm counts as a zero sum (balanced).
+ZERO_SUM_FRACTION = 1e-6
+
+
+def filter_kernel(model, layer_name: str, filter_index: int) -> np.ndarray:
+    """The filter's weights, float64 array (kh, kw, c_in): ``kernel[:, :, :, f]``."""
+    f = check_filter(model, layer_name, filter_index)
+    kernel = get_conv_layer(model, layer_name).kernel.numpy()
+    return kernel[:, :, :, f].astype(np.float64)
+
+
+def channel_norms(model, layer_name: str, filter_index: int) -> np.ndarray:
+    """L2 norm of every single-channel filter, array (c_in,), index = input channel."""
+    w = filter_kernel(model, layer_name, filter_index)
+    return np.sqrt((w ** 2).sum(axis=(0, 1)))
+
+
+def _categorize(values: np.ndarray, l1: np.ndarray | None = None) -> list[str]:
+    out = []
+    for i, v in enumerate(values):
+        zero = abs(v) <= (ZERO_SUM_FRACTION * l1[i] if l1 is not None else 0)
+        out.append("balanced" if zero else ("excitatory" if v > 0 else "inhibitory"))
+    return out
+
+
+def channel_table(model, layer_name: str, filter_index: int, top_k: int = 10):
+    """The top ``top_k`` single-channel filters of a filter, by L2 norm.
+
+    Returns a DataFrame, one row per kept input channel, ordered by ``l2_norm``
+    descending (ties: lower channel first), with columns:
+    ``rank`` (1 = strongest), ``channel`` (0-based input channel), ``l2_norm``,
+    ``n_positive``, ``n_negative`` (coefficient counts of the kh x kw slice),
+    ``weight_sum``, ``weight_mean``, ``by_sign_count``, ``by_sum``, ``category``
+    (= the ``CATEGORY_RULE`` column), ``rules_agree``, ``weights`` (the slice,
+    kh x kw nested list). Near-zero slices are dropped before taking the top k.
+    """
+    import pandas as pd
+
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise LabError(f"top_k must be an integer >= 1, got {top_k!r}")
+    w = filter_kernel(model, layer_name, filter_index)
+    norms = np.sqrt((w ** 2).sum(axis=(0, 1)))
+    keep = np.flatnonzero(norms > NEAR_ZERO_FRACTION * norms.max()) if norms.max() > 0 else np.array([], int)
+    order = keep[np.lexsort((keep, -norms[keep]))][:top_k]
+    slices = w[:, :, order]  # (kh, kw, k)
+    n_pos = (slices > 0).sum(axis=(0, 1))
+    n_neg = (slices < 0).sum(axis=(0, 1))
+    sums = slices.sum(axis=(0, 1))
+    l1 = np.abs(slices).sum(axis=(0, 1))
+    by_count = _categorize((n_pos - n_neg).astype(float))
+    by_sum = _categorize(sums, l1)
+    df = pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1),
+        "channel": order.astype(int),
+        "l2_norm": norms[order],
+        "n_positive": n_pos.astype(int),
+        "n_negative": n_neg.astype(int),
+        "weight_sum": sums,
+        "weight_mean": sums / (w.shape[0] * w.shape[1]),
+        "by_sign_count": by_count,
+        "by_sum": by_sum,
+    })
+    df["category"] = df[CATEGORY_RULE]
+    df["rules_agree"] = df["by_sign_count"] == df["by_sum"]
+    df["weights"] = [slices[:, :, i].tolist() for i in range(len(order))]
+    df.attrs.update(layer=layer_name, filter_index=int(filter_index), rule=CATEGORY_RULE,
+                    n_channels=int(w.shape[2]), n_near_zero=int(w.shape[2] - len(keep)),
+                    cut_norm=float(norms[order[-1]]) if len(order) else 0.0)
+    return df
+
+
+def format_channel_table(table) -> str:
+    """Plain-text table for notebooks (stable, compared by nbval)."""
+    cols = ["rank", "channel", "l2_norm", "n_positive", "n_negative", "weight_sum", "by_sign_count", "by_sum"]
+    return table[cols].to_string(index=False, float_format=lambda v: f"{v:.5f}")
+
+
+def category_counts(table) -> dict[str, int]:
+    counts = table["category"].value_counts()
+    return {k: int(counts.get(k, 0)) for k in ("excitatory", "inhibitory", "balanced")}
+
+
+def circuit_paragraph(model_name: str, layer_name: str, filter_index: int, feeder: str,
+                      table, top_classes=None, n_images: int | None = None) -> str:
+    """A generated, factual summary of the circuit (numbers only; the student interprets)."""
+    counts = category_counts(table)
+    chans = ", ".join(f"{int(r.channel)} ({r.category}, L2 {r.l2_norm:.3f})" for r in table.itertuples())
+    text = (
+        f"Model {model_name.upper()}, layer {layer_name}, filter {filter_index} (0-based). "
+        f"Its {table.attrs.get('n_channels', '?')} input channels come from {feeder} "
+        f"(found from the model graph). The {len(table)} strongest single-channel filters by L2 norm are: {chans}. "
+        f"By the {table.attrs.get('rule', CATEGORY_RULE)} rule, {counts['excitatory']} are excitatory, "
+        f"{counts['inhibitory']} inhibitory and {counts['balanced']} balanced; "
+        f"the two rules disagree on {int((~table['rules_agree']).sum())} of them."
+    )
+    if top_classes is not None and len(top_classes):
+        classes = ", ".join(f"{r['class']} ({r['mean_activation']:.3g})" for _, r in top_classes.head(5).iterrows())
+        text += (f" Over {n_images} probe images, the classes that excite the filter most "
+                 f"(mean activation of its output map) are: {classes}.")
+    return text

@@ -1,0 +1,65 @@
+"""Where the kit finds things (data, weights, cache) and how it reports errors.
+
+Every location can be overridden by an environment variable, so that tests,
+CI and instructors can point the kit elsewhere without editing code:
+
+- ``LAB_WEIGHTS_DIR``: folder holding ``<model>_imagenet_notop.h5`` files
+  (default: ``<kit>/weights`` if it exists, else ``<kit>/../shared/weights``).
+- ``LAB_CACHE_DIR``: on-disk cache of scans and visualizations
+  (default: ``<kit>/.lab_cache``).
+- ``LAB_PROGRESS``: ``0`` hides progress bars (used for stored notebook outputs).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = KIT_ROOT / "data"
+CLASS_INDEX_PATH = DATA_DIR / "imagenet_class_index.json"
+EMBEDDED_PROBE_DIR = DATA_DIR / "probe-224"
+
+
+class LabError(ValueError):
+    """A bad parameter or a missing resource, explained in one readable message.
+
+    In a notebook IPython shows only the message (no traceback wall), because
+    IPython renders an exception through ``_render_traceback_`` when it has one.
+    """
+
+    def _render_traceback_(self):  # noqa: D401 - IPython hook
+        return [f"\x1b[31m{type(self).__name__}: {self}\x1b[0m"]
+
+
+class ResourceMissingError(LabError, RuntimeError):
+    """A file, folder or download the kit needs is not available."""
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for offline weights, in order."""
+    env = os.environ.get("LAB_WEIGHTS_DIR")
+    if env:
+        return [Path(env).expanduser()]
+    return [KIT_ROOT / "weights", KIT_ROOT.parent / "shared" / "weights"]
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("LAB_CACHE_DIR") or (KIT_ROOT / ".lab_cache")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def progress_enabled() -> bool:
+    """Progress bars are on unless LAB_PROGRESS=0 (render.sh, tests, CI set it)."""
+    return os.environ.get("LAB_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar on stderr, or the bare iterable when bars are off."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not progress_enabled())
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)

@@ -1,0 +1,327 @@
+"""Step 1 and the model graph: loading ImageNet models, listing conv layers,
+finding the layer that feeds a filter, building (once) truncated sub-models,
+and classifying images with the full network.
+
+Index conventions: kernels are Keras' ``(kh, kw, c_in, c_out)``; a *filter*
+``f`` of a layer is ``kernel[:, :, :, f]``; a *single-channel filter* is
+``kernel[:, :, c, f]``. Every index is 0-based.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .config import CLASS_INDEX_PATH, LabError, ResourceMissingError, weights_dirs
+
+# name -> (keras.applications constructor, preprocess module name)
+_ARCHITECTURES = {
+    "vgg16": ("VGG16", "vgg16"),
+    "vgg19": ("VGG19", "vgg19"),
+}
+
+# Layers that pass channel c through as channel c (so the feeding conv layer
+# of a filter can be found across them).
+_CHANNEL_PRESERVING = (
+    "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Activation", "ReLU",
+    "BatchNormalization", "Dropout", "SpatialDropout2D", "Cropping2D", "LeakyReLU",
+)
+
+
+def model_names() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def _check_model_name(name: str) -> str:
+    key = str(name).lower()
+    if key not in _ARCHITECTURES:
+        raise LabError(f"unknown model {name!r}; valid: {', '.join(model_names())}")
+    return key
+
+
+def _build(key: str, include_top: bool, weights):
+    import keras
+
+    ctor = getattr(keras.applications, _ARCHITECTURES[key][0])
+    # Without the top any input size works (visualizations use smaller images).
+    shape = (224, 224, 3) if include_top else (None, None, 3)
+    return ctor(include_top=include_top, weights=weights, input_shape=shape)
+
+
+def weight_candidates(name: str, include_top: bool = False) -> list[Path]:
+    """Offline weight files that ``load_model`` tries, in order."""
+    suffix = "imagenet" if include_top else "imagenet_notop"
+    return [d / f"{name}_{suffix}.h5" for d in weights_dirs()]
+
+
+@lru_cache(maxsize=8)
+def _load_cached(key: str, include_top: bool, weights: str | None):
+    model = _build(key, include_top, weights)
+    model._lab_name = key  # used in cache keys and messages
+    model._lab_weights = weights or "random"
+    return model
+
+
+def load_model(name: str = "vgg16", include_top: bool = False, weights=None):
+    """Load a Keras ImageNet model with pretrained weights, offline first.
+
+    Weights are found in this order:
+      1. ``weights``: an explicit path to a Keras HDF5 weights file
+         (or ``"random"`` for an untrained model, useful in tests);
+      2. ``$LAB_WEIGHTS_DIR/<name>_imagenet_notop.h5`` (``<name>_imagenet.h5``
+         with the classifier top), loaded by layer name;
+      3. Keras' own ``weights="imagenet"`` (its cache in ~/.keras/models, else
+         its download).
+    Raises ``ResourceMissingError`` naming every place tried when none works.
+    The same arguments return the same (cached) model object.
+    """
+    key = _check_model_name(name)
+    if weights is not None:
+        if str(weights) == "random":
+            return _load_cached(key, include_top, None)
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ResourceMissingError(f"weights file not found: {path}")
+        return _load_cached(key, include_top, str(path.resolve()))
+    tried = []
+    for path in weight_candidates(key, include_top):
+        if path.is_file():
+            return _load_cached(key, include_top, str(path.resolve()))
+        tried.append(str(path))
+    try:
+        return _load_cached(key, include_top, "imagenet")
+    except Exception as exc:  # network errors come in many types
+        what = "with its classifier top" if include_top else "convolutional base"
+        fname = f"{key}_imagenet{'' if include_top else '_notop'}.h5"
+        raise ResourceMissingError(
+            f"no ImageNet weights for {key} ({what}). Tried: {', '.join(tried) or 'no LAB_WEIGHTS_DIR'}; "
+            f"then Keras' download, which failed ({type(exc).__name__}). Fix: put {fname} in a folder and "
+            f"set LAB_WEIGHTS_DIR to it, or go online once so Keras caches its weights in ~/.keras/models."
+        ) from None
+
+
+def model_fingerprint(model, upto: str | None = None) -> str:
+    """sha256 over the architecture and weights of ``model`` (up to layer ``upto``).
+
+    Used as a cache key: the same weights give the same key on every machine.
+    """
+    h = hashlib.sha256(getattr(model, "_lab_name", model.name).encode())
+    for layer in model.layers:
+        h.update(layer.name.encode())
+        for w in layer.get_weights():
+            h.update(str(w.shape).encode())
+            h.update(np.ascontiguousarray(w).tobytes())
+        if layer.name == upto:
+            break
+    return h.hexdigest()[:20]
+
+
+# ---------------------------------------------------------------- layers
+def _is_conv(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)
+    )
+
+
+def conv_layers(model) -> list[str]:
+    """Names of the Conv2D layers of ``model``, in order."""
+    return [layer.name for layer in model.layers if _is_conv(layer)]
+
+
+def get_conv_layer(model, layer_name: str):
+    """The Conv2D layer named ``layer_name``, or a LabError listing valid names."""
+    convs = conv_layers(model)
+    names = [layer.name for layer in model.layers]
+    if layer_name not in names:
+        raise LabError(f"unknown layer {layer_name!r}; conv layers of {model.name}: {', '.join(convs)}")
+    if layer_name not in convs:
+        raise LabError(f"layer {layer_name!r} is not a conv layer; conv layers of {model.name}: {', '.join(convs)}")
+    return model.get_layer(layer_name)
+
+
+def check_index(value, size: int, what: str) -> int:
+    """A 0-based index in range(size), or a LabError saying the valid range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise LabError(f"{what} must be an integer in 0..{size - 1} (0-based), got {value!r}")
+    if not 0 <= int(value) < size:
+        raise LabError(f"{what} {value} is out of range; valid: 0..{size - 1} (0-based)")
+    return int(value)
+
+
+def check_filter(model, layer_name: str, filter_index) -> int:
+    layer = get_conv_layer(model, layer_name)
+    return check_index(filter_index, layer.filters, f"filter_index of {layer_name}")
+
+
+def _inbound_layer(layer):
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if not nodes:
+        return None
+    parents = [t._keras_history.operation for t in nodes[0].input_tensors]
+    if len(parents) != 1:
+        raise LabError(
+            f"layer {layer.name!r} has {len(parents)} inputs; the kit follows plain conv chains only"
+        )
+    return parents[0]
+
+
+def feeding_layer(model, layer_name: str) -> str:
+    """The conv layer whose output channels are the input channels of ``layer_name``.
+
+    Walks the model graph backwards through channel-preserving layers (pooling,
+    activation, padding, ...): channel c of ``block2_pool`` is channel c of
+    ``block2_conv2``, so ``feeding_layer(vgg16, "block3_conv1") == "block2_conv2"``.
+    """
+    import keras
+
+    layer = get_conv_layer(model, layer_name)
+    parent = _inbound_layer(layer)
+    path = []
+    while parent is not None:
+        if _is_conv(parent):
+            return parent.name
+        if isinstance(parent, keras.layers.InputLayer):
+            break
+        if type(parent).__name__ not in _CHANNEL_PRESERVING:
+            raise LabError(
+                f"cannot trace the input channels of {layer_name!r} through {parent.name!r} "
+                f"({type(parent).__name__}), which does not keep channels"
+            )
+        path.append(parent.name)
+        parent = _inbound_layer(parent)
+    convs = conv_layers(model)
+    has_feeder = [n for n in convs if n != convs[0]]
+    raise LabError(
+        f"layer {layer_name!r} reads the model input directly: it has no feeding conv layer. "
+        f"Choose a later conv layer, e.g. {', '.join(has_feeder[:4])}"
+    )
+
+
+def describe_layers(model):
+    """DataFrame of the conv layers: kernel shape, channels, feeding layer, mid-level flag.
+
+    ``mid_level`` is True when conv layers exist both before and after the layer.
+    """
+    import pandas as pd
+
+    convs = conv_layers(model)
+    rows = []
+    for i, name in enumerate(convs):
+        layer = model.get_layer(name)
+        kh, kw, c_in, c_out = layer.kernel.shape
+        try:
+            feeder = feeding_layer(model, name)
+        except LabError:
+            feeder = None
+        rows.append({
+            "conv_index": i,
+            "layer": name,
+            "kernel": f"{kh}x{kw}",
+            "in_channels": int(c_in),
+            "out_channels": int(c_out),
+            "conv_before": i,
+            "conv_after": len(convs) - 1 - i,
+            "mid_level": 0 < i < len(convs) - 1,
+            "feeding_layer": feeder,
+        })
+    return pd.DataFrame(rows)
+
+
+def mid_level_layers(model) -> list[str]:
+    df = describe_layers(model)
+    return list(df.loc[df.mid_level, "layer"])
+
+
+# ---------------------------------------------------------------- sub-models
+_SUBMODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def submodel(model, layer_name: str, pre_activation: bool = False):
+    """Model from the input to the output of ``layer_name``, built once per model.
+
+    With ``pre_activation=True`` the output is the conv layer's value *before*
+    its built-in activation (ReLU in VGG): gradient ascent needs it because a
+    ReLU that is off on the start image gives zero gradient.
+    """
+    import keras
+
+    layer = get_conv_layer(model, layer_name)
+    built = _SUBMODELS.setdefault(model, {})
+    key = (layer_name, pre_activation)
+    if key not in built:
+        if not pre_activation:
+            out = layer.output
+        else:
+            x = layer.input
+            out = layer.convolution_op(x, layer.kernel)
+            if layer.use_bias:
+                out = out + layer.bias
+        built[key] = keras.Model(model.inputs, out, name=f"{model.name}_to_{layer_name}{'_pre' if pre_activation else ''}")
+    return built[key]
+
+
+def preprocess(model, images):
+    """Model-specific preprocessing of RGB images in 0..255 (float32 tensor).
+
+    VGG: RGB -> BGR and ImageNet mean subtraction (Keras ``preprocess_input``).
+    """
+    import keras
+
+    key = getattr(model, "_lab_name", "vgg16")
+    module = getattr(keras.applications, _ARCHITECTURES.get(key, ("", "vgg16"))[1])
+    return module.preprocess_input(images)
+
+
+# ---------------------------------------------------------------- classify
+@lru_cache(maxsize=1)
+def class_index() -> dict[int, tuple[str, str]]:
+    """ImageNet class index shipped in data/: {0: ("n01440764", "tench"), ...}."""
+    if not CLASS_INDEX_PATH.is_file():
+        raise ResourceMissingError(f"class index missing: {CLASS_INDEX_PATH}")
+    raw = json.loads(CLASS_INDEX_PATH.read_text())
+    return {int(k): (v[0], v[1]) for k, v in raw.items()}
+
+
+def wnid_to_name() -> dict[str, str]:
+    return {wnid: name for wnid, name in class_index().values()}
+
+
+@dataclass
+class Prediction:
+    rank: int
+    class_id: int
+    wnid: str
+    label: str
+    probability: float
+
+
+def classify(model_with_top, images, top: int = 3, batch_size: int = 16):
+    """Top-``top`` ImageNet labels and probabilities for each image.
+
+    ``images``: uint8/float RGB array (N, 224, 224, 3) in 0..255. Returns a
+    DataFrame with columns image (0-based), rank (1 = best), class_id, wnid,
+    label, probability (0..1). Decoded with the class index in data/.
+    """
+    import pandas as pd
+
+    if top < 1:
+        raise LabError(f"top must be >= 1, got {top}")
+    x = np.asarray(images, dtype="float32")
+    if x.ndim == 3:
+        x = x[None]
+    probs = model_with_top.predict(preprocess(model_with_top, x), batch_size=batch_size, verbose=0)
+    index = class_index()
+    rows = []
+    for i, p in enumerate(probs):
+        for r, cid in enumerate(np.argsort(-p, kind="stable")[:top]):
+            wnid, label = index[int(cid)]
+            rows.append({"image": i, "rank": r + 1, "class_id": int(cid), "wnid": wnid,
+                         "label": label, "probability": float(p[cid])})
+    return pd.DataFrame(rows)

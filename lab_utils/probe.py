@@ -1,0 +1,181 @@
+"""Step 2, dataset side: which classes and images excite a filter most.
+
+``scan_images`` sends the whole probe set through the network once, in
+batches, and keeps the mean activation of **every** channel of the layer for
+every image: ranking another filter of the same layer is then a column lookup.
+Scans are cached on disk, keyed by the model's weights, the layer and the
+probe set's pixels.
+
+Activation = the layer's output after its ReLU (what the next layer sees);
+"mean activation" of a filter on an image = the mean of its output map over
+all spatial positions.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cache
+from .config import LabError, progress
+from .images import ProbeSet, load_probe_set
+from .models import check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
+
+
+@dataclass
+class Scan:
+    """Mean activation of every channel of one layer on every probe image.
+
+    ``means``: float32 (n_images, n_channels); row i is image i of the probe set
+    (``labels[i]``, ``sources[i]``), column f is filter f (0-based).
+    """
+
+    model_name: str
+    layer_name: str
+    means: np.ndarray
+    labels: list
+    wnids: list
+    sources: list
+    probe_name: str
+    from_cache: bool = False
+
+    @property
+    def n_images(self) -> int:
+        return self.means.shape[0]
+
+
+_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model, layer_name):
+    per_model = _FINGERPRINTS.setdefault(model, {})
+    if layer_name not in per_model:
+        per_model[layer_name] = model_fingerprint(model, upto=layer_name)
+    return per_model[layer_name]
+
+
+def _channel_means_fn(model, layer_name):
+    """Compiled batch -> (batch, channels) mean activation, built once per (model, layer)."""
+    import tensorflow as tf
+
+    per_model = _PASSES.setdefault(model, {})
+    if layer_name not in per_model:
+        sub = submodel(model, layer_name)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        def channel_means(batch):
+            x = preprocess(model, tf.cast(batch, tf.float32))
+            return tf.reduce_mean(sub(x, training=False), axis=(1, 2))
+
+        per_model[layer_name] = channel_means
+    return per_model[layer_name]
+
+
+def as_probe_set(images) -> ProbeSet:
+    """A ProbeSet from a ProbeSet, a folder/path/URL (or list of them), or an image array."""
+    if isinstance(images, ProbeSet):
+        return images
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise LabError(f"images must be an array (N, H, W, 3), got shape {images.shape}")
+        if len(images) == 0:
+            raise LabError("the probe set is empty: give at least one image")
+        n = len(images)
+        return ProbeSet(np.asarray(images), [f"image {i}" for i in range(n)], [None] * n,
+                        [f"array[{i}]" for i in range(n)], "array")
+    return load_probe_set(images)
+
+
+def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache: bool = True) -> Scan:
+    """Mean activation of every channel of ``layer_name`` for every probe image.
+
+    One batched, compiled pass (``batch_size`` images at a time) with a progress
+    bar; the result is cached on disk (see module doc) unless ``use_cache`` is False.
+    """
+    get_conv_layer(model, layer_name)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise LabError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    probe = as_probe_set(images)
+    name = getattr(model, "_lab_name", model.name)
+    key = cache.cache_key(kind="scan", model=_fingerprint(model, layer_name), layer=layer_name,
+                          probe=probe.fingerprint())
+    if use_cache:
+        hit = cache.load("scans", key)
+        if hit is not None:
+            return Scan(name, layer_name, hit["means"], list(probe.labels), list(probe.wnids),
+                        list(probe.sources), probe.name, from_cache=True)
+    fn = _channel_means_fn(model, layer_name)
+    n = len(probe)
+    chunks = []
+    bar = progress(total=n, desc=f"scan {layer_name}", unit="img")
+    for start in range(0, n, batch_size):
+        chunks.append(fn(probe.images[start:start + batch_size]).numpy())
+        bar.update(min(batch_size, n - start))
+    bar.close()
+    means = np.concatenate(chunks).astype(np.float32)
+    if use_cache:
+        cache.save("scans", key, means=means)
+    return Scan(name, layer_name, means, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name)
+
+
+def _check_scan_filter(scan: Scan, filter_index, top_n) -> tuple[int, int]:
+    from .models import check_index
+
+    f = check_index(filter_index, scan.means.shape[1], f"filter_index of {scan.layer_name}")
+    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1:
+        raise LabError(f"top_n must be an integer >= 1, got {top_n!r}")
+    return f, int(top_n)
+
+
+def rank_classes(scan: Scan, filter_index: int, top_n: int = 10):
+    """Classes ordered by the filter's mean activation (averaged over the class's images).
+
+    DataFrame columns: rank (1 = most excited), class, wnid, mean_activation,
+    n_images. Ties are broken by class name, so the order is deterministic.
+    """
+    import pandas as pd
+
+    f, top_n = _check_scan_filter(scan, filter_index, top_n)
+    df = pd.DataFrame({"class": scan.labels, "wnid": [w or "" for w in scan.wnids],
+                       "activation": scan.means[:, f].astype(np.float64)})
+    grouped = df.groupby(["class", "wnid"], sort=True)["activation"].agg(["mean", "size"]).reset_index()
+    grouped = grouped.rename(columns={"mean": "mean_activation", "size": "n_images"})
+    grouped = grouped.sort_values(["mean_activation", "class"], ascending=[False, True], kind="stable").head(top_n)
+    grouped.insert(0, "rank", np.arange(1, len(grouped) + 1))
+    return grouped.reset_index(drop=True)
+
+
+def rank_images(scan: Scan, filter_index: int, top_n: int = 10):
+    """Images ordered by the filter's mean activation.
+
+    DataFrame columns: rank, image (0-based index into the probe set), class,
+    wnid, mean_activation, source. Ties: lower image index first.
+    """
+    import pandas as pd
+
+    f, top_n = _check_scan_filter(scan, filter_index, top_n)
+    acts = scan.means[:, f].astype(np.float64)
+    order = np.lexsort((np.arange(len(acts)), -acts))[:top_n]
+    return pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1),
+        "image": order,
+        "class": [scan.labels[i] for i in order],
+        "wnid": [scan.wnids[i] or "" for i in order],
+        "mean_activation": acts[order],
+        "source": [scan.sources[i] for i in order],
+    })
+
+
+def activation_maps(model, layer_name: str, filter_index: int, images) -> np.ndarray:
+    """The filter's output maps (after ReLU) for a few images: float32 (N, h, w)."""
+    f = check_filter(model, layer_name, filter_index)
+    x = preprocess(model, np.asarray(images, dtype="float32"))
+    out = submodel(model, layer_name).predict(x, verbose=0, batch_size=16)
+    return out[..., f]
+
+
+def format_ranking(df, columns=None) -> str:
+    cols = columns or [c for c in df.columns if c not in ("source", "wnid")]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
