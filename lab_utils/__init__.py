@@ -25,12 +25,12 @@ from .config import LabError, ResourceMissingError  # noqa: E402
 
 _EXPORTS = {
     "models": ["load_model", "conv_layers", "describe_layers", "feeding_layer", "mid_level_layers",
-               "submodel", "classify", "class_index", "model_names", "preprocess"],
-    "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet"],
+               "submodel", "classify", "load_full_model_or_none", "class_index", "model_names", "preprocess"],
+    "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
     "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "Visualization"],
     "circuits": ["channel_table", "channel_norms", "filter_kernel", "CATEGORY_RULE", "circuit_paragraph"],
-    "params": ["check_parameters"],
+    "params": ["check_parameters", "check_parameters_from", "PARAMETERS"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["LabError", "ResourceMissingError"]

@@ -63,3 +63,29 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and Keras with the process's stderr silenced.
+
+    TensorFlow's C++ side prints CUDA probing lines to file descriptor 2 before
+    its log level applies; in a notebook ipykernel captures them into the stored
+    outputs. Python exceptions still propagate; only that noise is dropped.
+    """
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+

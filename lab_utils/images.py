@@ -233,3 +233,12 @@ def load_imagenet_mini(split: str = "val", size: int = 224, limit: int | None = 
         if folder.is_dir():
             return load_probe_set(folder, size=size, limit=limit, per_class=per_class)
     raise ResourceMissingError(f"imagenet-mini download at {root} has no {split}/ folder")
+
+
+# Shipped images that step 1 classifies (files of the embedded probe set).
+DEMO_IMAGES = ("n01440764_tench", "n02123045_tabby", "n03452741_grand_piano", "n07747607_orange")
+
+
+def demo_images(size: int = 224) -> ProbeSet:
+    """A few shipped images with obvious classes, for the classification demo of step 1."""
+    return load_probe_set([str(EMBEDDED_PROBE_DIR / f"{stem}.jpg") for stem in DEMO_IMAGES], size=size)

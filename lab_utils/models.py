@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CLASS_INDEX_PATH, LabError, ResourceMissingError, weights_dirs
+from .config import CLASS_INDEX_PATH, LabError, ResourceMissingError, import_tensorflow_quietly, weights_dirs
+
+import_tensorflow_quietly()
 
 # name -> (keras.applications constructor, preprocess module name)
 _ARCHITECTURES = {
@@ -325,3 +327,17 @@ def classify(model_with_top, images, top: int = 3, batch_size: int = 16):
             rows.append({"image": i, "rank": r + 1, "class_id": int(cid), "wnid": wnid,
                          "label": label, "probability": float(p[cid])})
     return pd.DataFrame(rows)
+
+
+def load_full_model_or_none(name: str = "vgg16"):
+    """The model with its classifier top, or None with a one-line reason printed.
+
+    The classifier-top weights (over 500 MB) are only reachable through Keras'
+    download; offline, the lab goes on without step 1's classification demo.
+    """
+    try:
+        return load_model(name, include_top=True)
+    except ResourceMissingError as exc:
+        print(f"Classifier-top weights for {name} are not available here, so this demo is skipped "
+              f"(the rest of the lab needs only the convolutional weights). {str(exc).split('. Fix: ')[-1]}")
+        return None

@@ -1,0 +1,193 @@
+"""The notebooks' parameters: one place that lists them, checks them, and runs
+each stage of the lab with them (so all five notebooks agree and share the cache).
+
+Every notebook has one cell tagged ``parameters`` (papermill) holding the
+choices below; the next cell calls ``check_parameters(...)``, which stops with a
+one-line ``LabError`` on a bad value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .config import EMBEDDED_PROBE_DIR, LabError
+
+# name: (default, allowed python types, what it is)
+PARAMETERS = {
+    "model_name": ("vgg16", (str,), "Keras ImageNet model: vgg16 (offline weights) or vgg19 (online)"),
+    "layer_name": ("block3_conv1", (str,), "mid-level conv layer holding the filter"),
+    "filter_index": (31, (int,), "the filter (output channel) of layer_name, 0-based"),
+    "top_k": (10, (int,), "how many single-channel filters to keep (by L2 norm)"),
+    "top_n": (10, (int,), "how many top classes and top images to show"),
+    "probe_set": (None, (str, type(None)), "probe images: None = embedded data/probe-224, a folder, or 'imagenet-mini'"),
+    "probe_limit": (None, (int, type(None)), "use only the first N probe images (None = all)"),
+    "image_size": (224, (int,), "side of the probe images fed to the network, pixels"),
+    "vis_size": (128, (int,), "side of the synthesized (gradient-ascent) images, pixels"),
+    "steps": (64, (int,), "gradient-ascent steps per visualization"),
+    "seed": (0, (int,), "random seed of the visualizations (same seed, same images)"),
+    "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
+}
+DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
+LIMITS = {"top_k": 1, "top_n": 1, "probe_limit": 1, "image_size": 32, "vis_size": 32, "steps": 1, "seed": 0,
+          "n_neighbours": 0}
+
+
+def check_values(params: dict) -> dict:
+    """Names, types and ranges that need no model: returns the full parameter dict."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise LabError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMETERS)}")
+    full = {**DEFAULTS, **params}
+    for name, value in full.items():
+        types = PARAMETERS[name][1]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise LabError(f"{name} must be {want}, got {value!r} ({PARAMETERS[name][2]})")
+        if name in LIMITS and value is not None and value < LIMITS[name]:
+            raise LabError(f"{name} must be >= {LIMITS[name]}, got {value} ({PARAMETERS[name][2]})")
+    probe = full["probe_set"]
+    if probe not in (None, "imagenet-mini") and not probe.startswith(("http://", "https://")) \
+            and not Path(probe).expanduser().exists():
+        raise LabError(f"probe_set {probe!r} does not exist; give None (embedded set), a folder, or 'imagenet-mini'")
+    return full
+
+
+def check_parameters(load_weights: bool = True, **params) -> "LabSetup":
+    """Check every parameter and return the ``LabSetup`` that runs the lab with them.
+
+    ``load_weights=False`` checks against the architecture only (fast, offline),
+    which is what ``render.sh`` does before running anything.
+    """
+    from .models import _check_model_name, check_filter, feeding_layer, load_model
+
+    full = check_values(params)
+    _check_model_name(full["model_name"])
+    model = load_model(full["model_name"], weights=None if load_weights else "random")
+    check_filter(model, full["layer_name"], full["filter_index"])
+    feeder = feeding_layer(model, full["layer_name"])
+    n_in = model.get_layer(full["layer_name"]).kernel.shape[2]
+    if full["top_k"] > n_in:
+        raise LabError(f"top_k must be at most {n_in} (the input channels of {full['layer_name']}), got {full['top_k']}")
+    return LabSetup(params=full, model=model, feeder=feeder)
+
+
+@dataclass
+class LabSetup:
+    """The checked parameters plus the model; each method runs one stage of the lab.
+
+    Results are cached on disk, so a later notebook reuses an earlier one's work.
+    """
+
+    params: dict
+    model: object
+    feeder: str
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    def describe(self) -> str:
+        p = self.params
+        probe = p["probe_set"] or "embedded data/probe-224"
+        limit = "" if p["probe_limit"] is None else f" (first {p['probe_limit']})"
+        return (f"{p['model_name']} | {p['layer_name']} filter {p['filter_index']} (0-based) | "
+                f"fed by {self.feeder} | top_k={p['top_k']} | probe set: {probe}"
+                f"{limit} | "
+                f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}")
+
+    # ---------------------------------------------------------- step 2
+    def probe(self):
+        if "probe" not in self._memo:
+            from .images import load_imagenet_mini, load_probe_set
+
+            p = self.params
+            if p["probe_set"] == "imagenet-mini":
+                self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"])
+            else:
+                self._memo["probe"] = load_probe_set(p["probe_set"] or EMBEDDED_PROBE_DIR, size=p["image_size"],
+                                                     limit=p["probe_limit"])
+        return self._memo["probe"]
+
+    def scan(self):
+        if "scan" not in self._memo:
+            from .probe import scan_images
+
+            self._memo["scan"] = scan_images(self.model, self.layer_name, self.probe())
+        return self._memo["scan"]
+
+    def top_classes(self):
+        from .probe import rank_classes
+
+        return rank_classes(self.scan(), self.filter_index, self.top_n)
+
+    def top_images(self):
+        from .probe import rank_images
+
+        return rank_images(self.scan(), self.filter_index, self.top_n)
+
+    def top_image_maps(self, n: int = 8):
+        """(images uint8, activation maps, titles) of the n top images."""
+        from .probe import activation_maps
+
+        top = self.top_images().head(n)
+        images = self.probe().images[top["image"].to_numpy()]
+        maps = activation_maps(self.model, self.layer_name, self.filter_index, images)
+        titles = [f"#{r.rank} {r._3[:18]}\nmean act. {r.mean_activation:.1f}" for r in top.itertuples()]
+        return images, maps, titles
+
+    def neighbours(self) -> list[int]:
+        """Up to n_neighbours filters around filter_index in the same layer."""
+        n_out = self.model.get_layer(self.layer_name).filters
+        f, k = self.filter_index, self.n_neighbours
+        lo = max(0, min(f - k // 2, n_out - 1 - k))
+        return [c for c in range(lo, min(n_out, lo + k + 1)) if c != f][:k]
+
+    def filter_visualizations(self):
+        """Ascent for the filter and its neighbours, one batch: Visualization (filter first)."""
+        from .featurevis import render_channels
+
+        return render_channels(self.model, self.layer_name, [self.filter_index] + self.neighbours(),
+                               size=self.vis_size, steps=self.steps, seed=self.seed,
+                               desc=f"ascent {self.layer_name} filter + neighbours")
+
+    def filter_visualization(self):
+        from .featurevis import render_channels
+
+        return render_channels(self.model, self.layer_name, [self.filter_index], size=self.vis_size,
+                               steps=self.steps, seed=self.seed)
+
+    # ---------------------------------------------------------- step 3
+    def channel_table(self):
+        from .circuits import channel_table
+
+        return channel_table(self.model, self.layer_name, self.filter_index, self.top_k)
+
+    def channel_norms(self):
+        from .circuits import channel_norms
+
+        return channel_norms(self.model, self.layer_name, self.filter_index)
+
+    # ---------------------------------------------------------- step 4
+    def channel_visualizations(self, table=None):
+        """Ascent for each kept input channel on the feeding layer, one batch (table order)."""
+        from .featurevis import render_channels
+
+        table = self.channel_table() if table is None else table
+        return render_channels(self.model, self.feeder, [int(c) for c in table["channel"]], size=self.vis_size,
+                               steps=self.steps, seed=self.seed, desc=f"ascent {self.feeder} channels")
+
+    # ---------------------------------------------------------- step 5
+    def summary_paragraph(self) -> str:
+        from .circuits import circuit_paragraph
+
+        return circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
+                                 self.channel_table(), self.top_classes(), self.scan().n_images)
+
+
+def check_parameters_from(namespace: dict, load_weights: bool = True) -> "LabSetup":
+    """``check_parameters`` with the parameters a notebook defined (its ``globals()``)."""
+    return check_parameters(load_weights=load_weights, **{k: namespace[k] for k in PARAMETERS if k in namespace})

@@ -1,0 +1,190 @@
+"""``render.sh``: execute the lab notebooks with papermill and export them to HTML.
+
+    ./render.sh [-p NAME VALUE]... [--params FILE.yaml] [--out DIR] [--only 02,03]
+
+Writes ``OUT/NN_name.html`` for each notebook, the executed notebooks in
+``OUT/notebooks/``, and ``OUT/index.html`` (links, parameters, status, time).
+The notebooks in ``notebooks/`` are only read. Parameters are checked before
+anything runs; a notebook that fails still gets its page (error visible), the
+others still run, and the exit status is 1 at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import sys
+import time
+from pathlib import Path
+
+from .config import KIT_ROOT, LabError
+
+NOTEBOOK_DIR = KIT_ROOT / "notebooks"
+
+
+def lab_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def parse_value(text: str):
+    """Command-line value -> Python value (YAML rules: 31 -> int, None/null -> None)."""
+    import yaml
+
+    if text.strip() in ("None", "none", "null", "~", ""):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="render.sh", description="Execute the lab notebooks and export them to HTML with an index page.",
+        epilog="Grading student notebooks instead: render.sh --submissions DIR --help")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                    help="set a notebook parameter for every notebook (repeatable), e.g. -p filter_index 7")
+    ap.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters (-p values win)")
+    ap.add_argument("--out", default="build/html", help="output folder (default: build/html)")
+    ap.add_argument("--only", help="comma-separated notebook numbers to run, e.g. 02,03")
+    ap.add_argument("--cell-timeout", type=int, default=1800, help="seconds one cell may run (default 1800)")
+    return ap
+
+
+def collect_parameters(args) -> dict:
+    import yaml
+
+    params: dict = {}
+    if args.params:
+        path = Path(args.params)
+        if not path.is_file():
+            raise LabError(f"--params file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LabError(f"--params {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise LabError(f"--params {path} must hold a mapping of name: value")
+        params.update(loaded)
+    for name, value in args.parameter:
+        params[name] = parse_value(value)
+    return params
+
+
+def select_notebooks(only: str | None) -> list[Path]:
+    books = lab_notebooks()
+    if not only:
+        return books
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    known = {b.name[:2]: b for b in books}
+    bad = [w for w in wanted if w.zfill(2) not in known]
+    if bad:
+        raise LabError(f"--only: no notebook numbered {', '.join(bad)}; valid: {', '.join(known)}")
+    return [known[w.zfill(2)] for w in wanted]
+
+
+def to_html(notebook_path: Path, html_path: Path) -> int:
+    """Export one notebook to HTML (images embedded); returns the number of figures."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    html_path.write_text(body, encoding="utf-8")
+    return sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if "image/png" in o.get("data", {}))
+
+
+def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int) -> tuple[str, str]:
+    """Run one notebook with papermill; returns (status, message)."""
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(book), str(out_nb), parameters=params, cwd=str(book.parent), kernel_name="python3",
+                            progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+        return "ok", ""
+    except pm.PapermillExecutionError as exc:
+        return "failed", f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:300]
+    except Exception as exc:  # kernel death, timeouts
+        return "failed", f"{type(exc).__name__}: {exc}"[:300]
+
+
+def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path:
+    from .params import DEFAULTS
+
+    full = {**DEFAULTS, **params}
+    prow = "".join(
+        f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(repr(v))}</code></td>"
+        f"<td>{'set' if k in params else 'default'}</td></tr>" for k, v in full.items())
+    brow = "".join(
+        f"<tr class='{r['status']}'><td><a href='{html.escape(r['html'])}'>{html.escape(r['name'])}</a></td>"
+        f"<td>{html.escape(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{r['figures']}</td>"
+        f"<td>{html.escape(r['message'])}</td></tr>" for r in rows)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>CNN Circuits Lab: rendered notebooks</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: .3em .7em; text-align: left; }}
+tr.ok td:nth-child(2) {{ color: #1e8449; font-weight: bold; }} tr.failed td:nth-child(2) {{ color: #c0392b; font-weight: bold; }}
+code {{ background: #f4f4f4; padding: 0 .2em; }}
+</style></head><body>
+<h1>CNN Circuits Lab</h1>
+<p>Rendered {html.escape(started)}: {n_ok} of {len(rows)} notebooks ok.</p>
+<h2>Notebooks</h2>
+<table><tr><th>notebook</th><th>status</th><th>time (s)</th><th>figures</th><th>message</th></tr>{brow}</table>
+<h2>Parameters</h2>
+<table><tr><th>name</th><th>value</th><th></th></tr>{prow}</table>
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = collect_parameters(args)
+        books = select_notebooks(args.only)
+        if not books:
+            raise LabError(f"no notebooks found in {NOTEBOOK_DIR}")
+        if args.cell_timeout < 1:
+            raise LabError("--cell-timeout must be >= 1 second")
+        from .params import check_parameters
+
+        check_parameters(load_weights=False, **params)  # fail fast, before any kernel starts
+    except LabError as exc:
+        print(f"render.sh: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    if out == NOTEBOOK_DIR.resolve() or NOTEBOOK_DIR.resolve() in out.parents:
+        print("render.sh: error: --out must not be inside notebooks/ (render never writes there)", file=sys.stderr)
+        return 2
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    rows = []
+    for i, book in enumerate(books, 1):
+        print(f"[{i}/{len(books)}] {book.stem} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out_nb = out / "notebooks" / book.name
+        status, message = execute(book, out_nb, params, args.cell_timeout)
+        seconds = time.perf_counter() - t0
+        html_name = f"{book.stem}.html"
+        figures = 0
+        try:
+            figures = to_html(out_nb if out_nb.exists() else book, out / html_name)
+        except Exception as exc:
+            status, message = "failed", f"HTML export failed: {exc}"[:300]
+        rows.append({"name": book.stem, "html": html_name, "status": status, "message": message,
+                     "seconds": seconds, "figures": figures})
+        print(f"[{i}/{len(books)}] {book.stem}: {status} ({seconds:.1f} s){': ' + message if message else ''}",
+              file=sys.stderr, flush=True)
+    index = write_index(out, rows, params, started)
+    failed = [r["name"] for r in rows if r["status"] != "ok"]
+    print(f"index: {index}" + (f"\nfailed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Generate the five lab notebooks (without outputs) from this one source.
+
+    python scripts/make_notebooks.py        # writes notebooks/0*.ipynb
+    python scripts/refresh_notebooks.py     # then stores a reference run's outputs
+
+Keeping the notebooks' text here makes the shared cells (parameters, checks,
+student answer cells) identical in all five, and every change reviewable.
+"""
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
+
+PARAMETERS = '''\
+# Parameters: every choice you make in this lab lives in this cell.
+# (render.sh and papermill replace it: ./render.sh -p filter_index 7)
+model_name = "vgg16"         # Keras ImageNet model: "vgg16" (offline weights) or "vgg19" (download)
+layer_name = "block3_conv1"  # a mid-level conv layer (see notebook 02's table)
+filter_index = 31            # the filter (output channel) of layer_name you study, 0-based
+top_k = 10                   # single-channel filters kept, by L2 norm (some course variants use 6)
+top_n = 10                   # how many top classes and top images to list
+probe_set = None             # None: the 1000 ImageNet images shipped in data/, or a folder path, or imagenet-mini
+probe_limit = None           # use only the first N probe images (None: all)
+image_size = 224             # side of the probe images fed to the network, pixels
+vis_size = 128               # side of the synthesized images, pixels
+steps = 64                   # gradient-ascent steps per synthesized image
+seed = 0                     # same seed, same synthesized images
+n_neighbours = 8             # neighbouring filters shown for context'''
+
+CHECK = '''\
+# Check the parameters (a bad value stops here with a one-line message).
+import lab_utils as lab
+from lab_utils import plots
+
+setup = lab.check_parameters_from(globals())
+print(setup.describe())'''
+
+
+def student(title: str, prompt: str):
+    """A cell the student writes: same marker everywhere, tagged 'student'."""
+    return new_markdown_cell(
+        f"### ✍️ YOUR ANSWER: {title}\n\n*{prompt}*\n\n> _(write here: replace this line)_",
+        metadata={"tags": ["student"]})
+
+
+def md(text):
+    return new_markdown_cell(text.strip())
+
+
+def code(src):
+    return new_code_cell(src.strip())
+
+
+def header(number, title, points, intro):
+    return [
+        md(f"# Step {number}: {title}{f' ({points} points)' if points else ''}\n\n{intro.strip()}\n\n"
+           "Cells marked **✍️ YOUR ANSWER** are yours to write; everything else is generated. "
+           "Change the parameters in the next cell (all indices are **0-based**), then *Run All*."),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        code(CHECK),
+    ]
+
+
+NOTEBOOKS = {}
+
+NOTEBOOKS["01_model_choice"] = header(1, "choose a pretrained model", 3, """
+We study a convolutional network trained on ImageNet (1000 classes). The kit's
+default is **VGG16** (Simonyan & Zisserman, 2014): 13 convolution layers, every
+kernel 3x3, ReLU after each, max-pooling between blocks, no residual branches.
+That plain chain is what makes circuits easy to read: the input channels of a
+filter are exactly the output channels of the conv layer before it.
+""") + [
+    md("""
+## The convolutional layers
+One row per conv layer, 0-based. *Mid-level* layers have conv layers both
+before and after them; *feeding layer* is the conv layer whose output channels
+are the layer's input channels, found from the model graph (through pooling).
+"""),
+    code("""
+layers = lab.describe_layers(setup.model)
+print(layers.to_string(index=False))
+print(f"\\n{len(layers)} conv layers, {int(layers.mid_level.sum())} mid-level; "
+      f"parameters in the conv base: {setup.model.count_params():,}")
+"""),
+    md("""
+## Does the network work? Classify a few images
+The full network (with its 3 dense classifier layers) predicts a class for a
+few images shipped with the kit. The classifier weights are a separate 500 MB
+download; where they cannot be had, the demo says so and the lab goes on: every
+later step uses only the convolutional layers.
+"""),
+    code("""
+demo = lab.demo_images()
+full_model = lab.load_full_model_or_none(setup.model_name)
+if full_model is not None:
+    predictions = lab.classify(full_model, demo.images, top=3)
+    print(predictions[["image", "rank", "label", "probability"]].to_string(index=False, float_format="{:.3f}".format))
+    plots.prediction_panel(demo.images, predictions);
+else:
+    plots.image_grid(demo.images, titles=[f"true class: {label}" for label in demo.labels], ncols=4,
+                     title="Images the full network would classify");
+"""),
+    student("why this model?", "Explain the choice of model in 3-5 sentences: depth, 3x3 convolutions, "
+            "no residual branches, trained on ImageNet. What would make circuits harder to read in a ResNet or Inception?"),
+]
+
+NOTEBOOKS["02_filter_selection"] = header(2, "choose a multi-channel filter in a mid-level layer", 4, """
+A **filter** is the whole kernel of one output channel of a conv layer
+(`kernel[:, :, :, filter_index]`, e.g. 3x3x128 for `block3_conv1`). We look at
+the chosen filter twice: what image excites it most (feature visualization by
+gradient ascent), and which real ImageNet classes and images excite it most.
+""") + [
+    md("## Mid-level candidates\nConv layers with conv layers both before and after them:"),
+    code("""
+layers = lab.describe_layers(setup.model)
+candidates = layers[layers.mid_level]
+print(candidates[["conv_index", "layer", "in_channels", "out_channels", "feeding_layer"]].to_string(index=False))
+print(f"\\nChosen: {setup.layer_name}, filter {setup.filter_index} of "
+      f"{setup.model.get_layer(setup.layer_name).filters} (0-based)")
+"""),
+    md("""
+## What does the filter respond to? Feature visualization
+Gradient ascent changes an input image so that the filter's mean output grows.
+The image is parameterized in a decorrelated Fourier basis and jittered at each
+step (Olah et al., *Feature Visualization*, Distill 2017); the objective is the
+filter's output **before** its ReLU, so that it has a gradient even where the
+filter is silent on the start image. The neighbouring filters of the same layer
+are shown for context: they were optimized in the same batch.
+"""),
+    code("""
+vis = setup.filter_visualizations()
+print(f"filter {setup.filter_index}: mean pre-ReLU output {vis.objective_start[0]:.1f} on the start image "
+      f"-> {vis.objective_end[0]:.1f} after {setup.steps} steps")
+titles = [f"filter {c}" + (" (chosen)" if c == setup.filter_index else "") for c in vis.channels]
+plots.image_grid(vis.images, titles, ncols=5, title=f"{setup.layer_name}: synthesized images");
+"""),
+    md("""
+## Which classes and images excite it? Probing the dataset
+All probe images go through the network once, in batches; for each image we keep
+the **mean activation** (after ReLU, averaged over positions) of every filter of
+the layer, so another filter of the same layer needs no new pass (the scan is
+cached on disk). A class's score is the mean over its images.
+"""),
+    code("""
+scan = setup.scan()
+print(f"{scan.n_images} probe images scanned at {setup.layer_name} ({scan.means.shape[1]} filters each)")
+top_classes = setup.top_classes()
+print(top_classes[["rank", "class", "mean_activation", "n_images"]].to_string(index=False, float_format="{:.2f}".format))
+"""),
+    code("""
+plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index);
+"""),
+    md("Top images, with the filter's activation map overlaid (bright = strong response):"),
+    code("""
+top_images = setup.top_images()
+print(top_images[["rank", "image", "class", "mean_activation"]].to_string(index=False, float_format="{:.2f}".format))
+images, maps, titles = setup.top_image_maps(8)
+plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}");
+"""),
+    student("hypothesis", "What does this filter extract? State one hypothesis (a texture, a shape, a part, "
+            "a colour pattern...) and give your reasons from the synthesized image, the top classes and "
+            "where the activation maps light up. Notebook 04 will test it."),
+]
+
+NOTEBOOKS["03_channel_analysis"] = header(3, "analyze each channel of the filter", 4, """
+A filter of `block3_conv1` sums over 128 input channels. Its **single-channel
+filters** are the 3x3 slices `kernel[:, :, c, filter_index]`, one per input
+channel `c`. The **L2 norm** of a slice (square root of the sum of its squared
+weights) measures how strongly channel `c` can drive the filter. It is a
+property of the weights, not an activation.
+""") + [
+    md("""
+## The strongest single-channel filters
+Near-zero slices are dropped, the rest ranked by L2 norm; the top `top_k` are
+kept. Two rules categorize a slice, and they disagree on some:
+- **by_sign_count**: more positive than negative coefficients = excitatory;
+- **by_sum**: the sum of the coefficients is positive = excitatory (the net
+  effect on a uniform input).
+
+A tie is *balanced*. The `category` used in every table and figure of the kit is named below.
+"""),
+    code("""
+table = setup.channel_table()
+from lab_utils.circuits import CATEGORY_RULE, CATEGORY_RULE_TEXT, category_counts, format_channel_table
+print(f"{setup.layer_name} filter {setup.filter_index}: {table.attrs['n_channels']} input channels, "
+      f"{table.attrs['n_near_zero']} near-zero slices dropped, top {len(table)} kept")
+print(f"category rule used: {CATEGORY_RULE} ({CATEGORY_RULE_TEXT[CATEGORY_RULE]})\\n")
+print(format_channel_table(table))
+print("\\ncounts by", CATEGORY_RULE, category_counts(table))
+disagree = table[~table.rules_agree]
+print("rules disagree on channels:", ", ".join(str(c) for c in disagree.channel) or "none")
+"""),
+    md("## Where is the cut? The norms of all input channels\nRed bars are kept; the dashed line is the cut."),
+    code("""
+plots.norm_distribution(setup.channel_norms(), table);
+"""),
+    md("## The kept single-channel filters\nEach 3x3 slice with its values; one colour scale for all, centred on 0 (red excites, blue inhibits)."),
+    code("""
+plots.kernel_heatmaps(table);
+"""),
+    student("what do the weights say?", "Which channels dominate? Are the strongest slices excitatory or "
+            "inhibitory, and do their spatial patterns (centre vs surround, one side vs the other) suggest "
+            "orientation or position preferences?"),
+]
+
+NOTEBOOKS["04_channel_visualization"] = header(4, "visualize the channels and explain the circuit", 4, """
+Each kept input channel `c` is an output channel of the **feeding layer**: the
+conv layer before the filter's layer in the model graph. Max-pooling keeps
+channels, so channel `c` of `block2_pool` is channel `c` of `block2_conv2`; the
+kit finds the feeding layer from the graph and visualizes channel `c` **there**.
+""") + [
+    code("""
+table = setup.channel_table()
+print(f"{setup.layer_name} is fed by {setup.feeder} (from the model graph); "
+      f"visualizing its channels {', '.join(str(c) for c in table.channel)}")
+vis = setup.channel_visualizations(table)
+for c, a, b in zip(vis.channels, vis.objective_start, vis.objective_end):
+    print(f"  {setup.feeder} channel {c:3d}: mean pre-ReLU output {a:8.1f} -> {b:8.1f}")
+"""),
+    md("""
+## The circuit
+Each input channel's synthesized image (its "name") above its 3x3 weights into
+the filter, as in the Distill weight explorer / OpenAI Microscope; the filter's
+own image comes first.
+"""),
+    code("""
+filter_image = setup.filter_visualization().images[0]
+plots.circuit_figure(vis.images, table, setup.feeder, filter_image=filter_image);
+"""),
+    md("""
+## Vocabulary (Olah et al., *Zoom In: An Introduction to Circuits*, Distill 2020)
+- **excitation / inhibition**: positive weights make the filter fire when the input channel fires, negative weights suppress it;
+- **polysemantic**: a channel responding to several unrelated features;
+- **pose / orientation invariance**: the filter responds to a feature whatever its orientation, often by **unioning over cases** (adding excitatory channels that detect the feature in different orientations);
+- **equivariance**: rotated or mirrored copies of one feature spread over several channels, with correspondingly rotated weights.
+"""),
+    student("the circuit", "Describe the circuit with the vocabulary above: which input features excite the "
+            "filter, which inhibit it, and how the 3x3 weight patterns combine them."),
+    student("verdict on the hypothesis", "Is the hypothesis of notebook 02 supported or refuted by the circuit? Why?"),
+]
+
+NOTEBOOKS["05_summary"] = header(5, "summary of the circuit", None, """
+One page with the evidence: the filter's synthesized image, its top classes and
+images, the circuit (channel images, weights, categories) and the verdict. The
+numbers are generated from the cached results of notebooks 02-04 (or computed
+now if they are missing); the interpretation is yours.
+""") + [
+    code("""
+print(setup.summary_paragraph())
+"""),
+    code("""
+plots.image_grid(setup.filter_visualization().images, [f"{setup.layer_name} filter {setup.filter_index}"],
+                 ncols=1, cell=3.0);
+plots.class_bar_chart(setup.top_classes(), setup.layer_name, setup.filter_index);
+"""),
+    code("""
+images, maps, titles = setup.top_image_maps(8)
+plots.top_images_overlay(images, maps, titles, title="Top images with activation maps");
+"""),
+    code("""
+table = setup.channel_table()
+plots.circuit_figure(setup.channel_visualizations(table).images, table, setup.feeder,
+                     filter_image=setup.filter_visualization().images[0]);
+"""),
+    student("interpretation", "In one paragraph: what does the filter detect, and how is it built from "
+            "its input channels?"),
+    student("verdict", "Hypothesis supported or refuted, and the strongest piece of evidence either way."),
+]
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=cells, metadata={
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"}})
+        for i, cell in enumerate(nb.cells):
+            cell["id"] = f"{name[:2]}-{i:02d}"
+        nbformat.write(nb, OUT / f"{name}.ipynb")
+        print("wrote", OUT / f"{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
