@@ -161,8 +161,8 @@ def _compiled_step(model, layer_name: str):
 
 
 def _check_channels(layer, channels) -> list[int]:
-    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
-        channels = [channels]
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
+        channels = [channels]  # one index (a bad one is reported by check_index)
     channels = list(channels)
     if not channels:
         raise LabError("channels is empty: give at least one channel index")

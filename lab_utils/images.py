@@ -40,7 +40,10 @@ def _read_bytes(source, timeout: float = 20.0) -> bytes:
                 return resp.read()
         except Exception as exc:
             raise ResourceMissingError(f"could not download {source}: {exc}") from None
-    return Path(source).read_bytes()
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ResourceMissingError(f"image file not found: {path}")
+    return path.read_bytes()
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -53,7 +56,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
             hi = 1.0
         arr = np.clip(arr / hi * 255.0, 0, 255).round().astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
-    if img.mode == "P" and "transparency" in img.info:
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:  # PNG tRNS / GIF transparent colour
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         img = img.convert("RGBA")
@@ -165,6 +168,8 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
         raise LabError(f"image size must be at least 32 pixels, got {size}")
     if limit is not None and limit < 1:
         raise LabError(f"limit must be >= 1 (or None for all), got {limit}")
+    if per_class is not None and per_class < 1:
+        raise LabError(f"per_class must be >= 1 (or None for all), got {per_class}")
     name = "embedded probe set (data/probe-224)" if source is None else str(source)
     source = EMBEDDED_PROBE_DIR if source is None else source
     items: list[tuple[str, str, object]] = []
@@ -187,19 +192,34 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
             for f in files:
                 label, wnid = label_from_name(f, class_folder)
                 items.append((str(f), label, wnid))
-    if per_class is not None:
-        seen: dict[str, int] = {}
-        kept = []
-        for it in items:
-            seen[it[1]] = seen.get(it[1], 0) + 1
-            if seen[it[1]] <= per_class:
-                kept.append(it)
-        items = kept
-    if limit is not None:
-        items = items[:limit]
-    decoded = _decode_many([it[0] for it in items], size)
-    good = [(it, img) for it, img in zip(items, decoded) if img is not None]
-    skipped = [it[0] for it, img in zip(items, decoded) if img is None]
+    # ``limit`` and ``per_class`` count readable images, not files: decode the
+    # first candidates in one parallel batch, and only where some fail, go on
+    # with the next candidates (a README or a corrupt file never costs a slot).
+    todo = list(range(len(items)))
+    taken: dict[int, np.ndarray] = {}
+    failed: list[int] = []
+    per_label: dict[str, int] = {}
+    while todo:
+        batch, planned = [], dict(per_label)
+        for i in todo:
+            if limit is not None and len(taken) + len(batch) >= limit:
+                break
+            if per_class is not None and planned.get(items[i][1], 0) >= per_class:
+                continue
+            planned[items[i][1]] = planned.get(items[i][1], 0) + 1
+            batch.append(i)
+        if not batch:
+            break
+        for i, img in zip(batch, _decode_many([items[i][0] for i in batch], size)):
+            if img is None:
+                failed.append(i)
+            else:
+                taken[i] = img
+                per_label[items[i][1]] = per_label.get(items[i][1], 0) + 1
+        done = set(batch)
+        todo = [i for i in todo if i not in done]
+    good = [(items[i], taken[i]) for i in sorted(taken)]
+    skipped = [items[i][0] for i in sorted(failed)]
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable or non-image file(s) in {name}, e.g. {skipped[0]}",
                       stacklevel=2)

@@ -313,8 +313,8 @@ def classify(model_with_top, images, top: int = 3, batch_size: int = 16):
     """
     import pandas as pd
 
-    if top < 1:
-        raise LabError(f"top must be >= 1, got {top}")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise LabError(f"top must be an integer >= 1, got {top!r}")
     x = np.asarray(images, dtype="float32")
     if x.ndim == 3:
         x = x[None]

@@ -46,14 +46,12 @@ class Scan:
 
 
 _PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _fingerprint(model, layer_name):
-    per_model = _FINGERPRINTS.setdefault(model, {})
-    if layer_name not in per_model:
-        per_model[layer_name] = model_fingerprint(model, upto=layer_name)
-    return per_model[layer_name]
+    # Hashed on every call, never memoized per model object: weights changed in
+    # place (set_weights, kernel.assign) must give a new cache key, not a stale hit.
+    return model_fingerprint(model, upto=layer_name)
 
 
 def _channel_means_fn(model, layer_name):

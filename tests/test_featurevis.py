@@ -1,0 +1,163 @@
+"""lab_utils.featurevis on the tiny model: determinism, batching, dead starts,
+the per-channel cache, and parameter checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lab_utils
+from lab_utils import LabError, featurevis
+
+SIZE, STEPS = 32, 12
+
+
+def render(model, layer, channels, **kw):
+    kw.setdefault("size", SIZE)
+    kw.setdefault("steps", STEPS)
+    kw.setdefault("use_cache", False)
+    return lab_utils.render_channels(model, layer, channels, **kw)
+
+
+def test_shape_dtype_and_order(tiny_model):
+    imgs = lab_utils.visualize_channels(tiny_model, "c2", [3, 0, 5], size=SIZE, steps=STEPS, use_cache=False)
+    assert imgs.shape == (3, SIZE, SIZE, 3) and imgs.dtype == np.uint8
+    assert imgs.std() > 0
+    # the i-th image belongs to the i-th requested channel
+    alone = lab_utils.visualize_channels(tiny_model, "c2", [0], size=SIZE, steps=STEPS, use_cache=False)
+    assert np.abs(imgs[1].astype(int) - alone[0]).mean() < 1.0
+    assert np.abs(imgs[0].astype(int) - alone[0]).mean() > 2.0
+    single = lab_utils.visualize_channels(tiny_model, "c2", 4, size=48, steps=2, use_cache=False)
+    assert single.shape == (1, 48, 48, 3)
+
+
+def test_same_seed_same_images_other_seed_other_images(tiny_model):
+    a = lab_utils.visualize_channels(tiny_model, "c3", [0, 1], size=SIZE, steps=STEPS, seed=0, use_cache=False)
+    b = lab_utils.visualize_channels(tiny_model, "c3", [0, 1], size=SIZE, steps=STEPS, seed=0, use_cache=False)
+    c = lab_utils.visualize_channels(tiny_model, "c3", [0, 1], size=SIZE, steps=STEPS, seed=1, use_cache=False)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).mean() > 2.0
+
+
+def test_batched_equals_rendered_alone(tiny_model):
+    batch = render(tiny_model, "c2", [0, 1, 2, 3, 4, 5])
+    for i, c in enumerate([1, 4]):
+        alone = render(tiny_model, "c2", [c])
+        diff = np.abs(batch.images[c].astype(int) - alone.images[0])
+        assert diff.mean() < 0.5 and diff.max() <= 3, (c, diff.mean(), diff.max())
+        np.testing.assert_allclose(batch.objective_end[c], alone.objective_end[0], rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(batch.start_images[c], alone.start_images[0])
+
+
+def test_ascent_raises_every_objective(tiny_model):
+    v = render(tiny_model, "c2", [0, 1, 2, 3, 4, 5])
+    assert v.channels == [0, 1, 2, 3, 4, 5] and v.layer_name == "c2"
+    assert v.objective_start.shape == v.objective_end.shape == (6,)
+    assert (v.objective_end > v.objective_start).all()
+    assert np.abs(v.images.astype(int) - v.start_images).mean() > 1.0  # it did move the images
+
+
+def test_objective_is_the_mean_pre_relu_output(tiny_model):
+    v = render(tiny_model, "c3", [0, 2], steps=4)
+    # evaluate the result images directly: mean of the pre-ReLU output of the channel
+    sub = lab_utils.models.submodel(tiny_model, "c3", pre_activation=True)
+    x = lab_utils.preprocess(tiny_model, v.images.astype("float32"))
+    pre = sub.predict(x, verbose=0).mean(axis=(1, 2))
+    # uint8 rounding of the image changes the value a little
+    np.testing.assert_allclose([pre[0, 0], pre[1, 2]], v.objective_end, rtol=0.05, atol=0.05)
+
+
+def test_dead_start_filter_still_rises(tiny_model):
+    layer = tiny_model.get_layer("c2")
+    k, b = layer.get_weights()
+    b[2] = -50.0  # channel 2 is off (ReLU = 0) on every reasonable image
+    layer.set_weights([k, b])
+    scan = lab_utils.scan_images(tiny_model, "c2", np.full((1, SIZE, SIZE, 3), 128, np.uint8), use_cache=False)
+    assert scan.means[0, 2] == 0.0  # dead on a grey start image
+    v = render(tiny_model, "c2", [2, 0], steps=16)
+    assert v.objective_start[0] < 0
+    assert v.objective_end[0] > v.objective_start[0] + 0.1
+    assert np.abs(v.images[0].astype(int) - v.start_images[0]).mean() > 1.0
+
+
+def test_first_layer_reading_the_image_works(tiny_model):
+    v = render(tiny_model, "c1", [0, 3])
+    assert v.images.shape == (2, SIZE, SIZE, 3)
+    assert (v.objective_end > v.objective_start).all()
+
+
+def test_repeated_channels(tiny_model):
+    v = render(tiny_model, "c2", [1, 1, 0])
+    np.testing.assert_array_equal(v.images[0], v.images[1])
+    assert v.channels == [1, 1, 0]
+
+
+def test_cache_hit_per_channel_and_miss_on_new_weights(tiny_model, cache_tmp, monkeypatch):
+    first = render(tiny_model, "c2", [0, 1], use_cache=True)
+    assert len(list((cache_tmp / "vis").glob("*.npz"))) == 2
+    real_step = featurevis._compiled_step
+    calls = []
+
+    def counting(model, layer_name):
+        calls.append(layer_name)
+        return real_step(model, layer_name)
+
+    monkeypatch.setattr(featurevis, "_compiled_step", counting)
+    again = render(tiny_model, "c2", [1, 0], use_cache=True)
+    assert calls == []  # everything came from the cache
+    np.testing.assert_array_equal(again.images, first.images[::-1])
+    np.testing.assert_array_equal(again.objective_end, first.objective_end[::-1])
+    # one new channel: only that one is optimized
+    render(tiny_model, "c2", [0, 3], use_cache=True)
+    assert calls == ["c2"]
+    assert len(list((cache_tmp / "vis").glob("*.npz"))) == 3
+    # other weights (same object): recomputed
+    k = tiny_model.get_layer("c2").kernel
+    k.assign(k.numpy() * -1.0)
+    changed = render(tiny_model, "c2", [0, 1], use_cache=True)
+    assert calls == ["c2", "c2"]
+    assert np.abs(changed.images.astype(int) - first.images).mean() > 1.0
+    # other size / steps / seed: other keys
+    render(tiny_model, "c2", [0], use_cache=True, seed=5)
+    render(tiny_model, "c2", [0], use_cache=True, steps=STEPS + 1)
+    assert len(calls) == 4
+
+
+def test_no_cache_writes_nothing(tiny_model, cache_tmp):
+    render(tiny_model, "c2", [0], use_cache=False)
+    assert not list(cache_tmp.rglob("*.npz"))
+
+
+@pytest.mark.parametrize("channels, pattern", [
+    ([], "channels is empty"),
+    ([6], r"out of range; valid: 0\.\.5"),
+    ([0, -1], r"out of range; valid: 0\.\.5"),
+    ([1.0], r"integer in 0\.\.5"),
+    (1.0, r"integer in 0\.\.5"),
+    (["2"], r"integer in 0\.\.5"),
+    ([True], r"integer in 0\.\.5"),
+])
+def test_bad_channels(tiny_model, channels, pattern):
+    with pytest.raises(LabError, match=pattern):
+        lab_utils.visualize_channels(tiny_model, "c2", channels, size=SIZE, steps=1, use_cache=False)
+
+
+@pytest.mark.parametrize("layer, kw, pattern", [
+    ("nope", {}, "unknown layer 'nope'.*c1, c2, c3"),
+    ("p1", {}, "not a conv layer.*c1, c2, c3"),
+    ("c2", {"size": 16}, "size must be an integer >= 32"),
+    ("c2", {"size": 40.0}, "size must be an integer >= 32"),
+    ("c2", {"steps": 0}, "steps must be an integer >= 1"),
+])
+def test_bad_layer_size_steps(tiny_model, layer, kw, pattern):
+    kw = {"size": SIZE, "steps": 1, **kw}
+    with pytest.raises(LabError, match=pattern):
+        lab_utils.visualize_channels(tiny_model, layer, [0], use_cache=False, **kw)
+
+
+def test_start_spectrum_depends_only_on_seed_and_channel():
+    a = featurevis.start_spectrum([3, 5], 32, seed=0)
+    b = featurevis.start_spectrum([5], 32, seed=0)
+    assert a.shape == (2, 2, 3, 32, 17) and a.dtype == np.float32
+    np.testing.assert_array_equal(a[1], b[0])
+    assert not np.array_equal(a[0], a[1])
+    assert not np.array_equal(featurevis.start_spectrum([5], 32, seed=1)[0], b[0])

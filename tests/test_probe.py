@@ -1,0 +1,201 @@
+"""lab_utils.probe: the batched scan (checked against a plain numpy forward
+pass), its on-disk cache, and the class/image rankings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lab_utils
+from lab_utils import LabError, probe
+from lab_utils.images import ProbeSet
+
+VGG_MEAN_BGR = np.array([103.939, 116.779, 123.68])
+
+
+def _conv(x, kernel, bias, padding):
+    """Plain numpy 3x3 conv (cross-correlation, like Keras), stride 1."""
+    if padding == "same":
+        x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1] - 2, x.shape[2] - 2
+    out = sum(np.einsum("nhwc,co->nhwo", x[:, i:i + h, j:j + w], kernel[i, j])
+              for i in range(3) for j in range(3))
+    return out + bias
+
+
+def numpy_forward(model, images, upto):
+    """The tiny model (c1 same, relu -> 2x2 max pool -> c2 valid, relu -> c3 same, relu) in numpy."""
+    x = images.astype(np.float64)[..., ::-1] - VGG_MEAN_BGR  # VGG preprocessing: RGB -> BGR, minus mean
+
+    def conv(name, x, padding):
+        k, b = (w.astype(np.float64) for w in model.get_layer(name).get_weights())
+        return np.maximum(_conv(x, k, b, padding), 0)
+
+    x = conv("c1", x, "same")
+    if upto == "c1":
+        return x
+    n, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    x = conv("c2", x, "valid")
+    if upto == "c2":
+        return x
+    return conv("c3", x, "same")
+
+
+def test_scan_equals_numpy_mean_post_relu_activation(tiny_model, probe_images):
+    for layer in ("c1", "c2", "c3"):
+        scan = lab_utils.scan_images(tiny_model, layer, probe_images, use_cache=False)
+        expected = numpy_forward(tiny_model, probe_images, layer).mean(axis=(1, 2))
+        assert scan.means.shape == expected.shape == (9, {"c1": 4, "c2": 6, "c3": 5}[layer])
+        assert scan.means.dtype == np.float32
+        np.testing.assert_allclose(scan.means, expected, rtol=1e-4, atol=1e-4)
+        assert (scan.means >= 0).all()  # after the ReLU
+    assert scan.means.std() > 0  # the test images do excite the tiny model
+
+
+def test_scan_batch_size_does_not_change_the_result(tiny_model, probe_images):
+    scans = [lab_utils.scan_images(tiny_model, "c3", probe_images, batch_size=b, use_cache=False)
+             for b in (1, 7, 9, 64)]
+    for s in scans[1:]:
+        np.testing.assert_allclose(s.means, scans[0].means, rtol=1e-5, atol=1e-5)
+        assert s.from_cache is False
+
+
+def test_scan_keeps_probe_set_labels(tiny_model, probe_images):
+    ps = ProbeSet(probe_images[:3], ["cat", "dog", "cat"], ["n1", None, "n1"], ["a.jpg", "b.jpg", "c.jpg"], "mine")
+    scan = lab_utils.scan_images(tiny_model, "c2", ps, use_cache=False)
+    assert scan.labels == ["cat", "dog", "cat"] and scan.sources == ["a.jpg", "b.jpg", "c.jpg"]
+    assert scan.wnids == ["n1", None, "n1"] and scan.probe_name == "mine"
+    assert scan.layer_name == "c2" and scan.model_name == "vgg16" and scan.n_images == 3
+    arr = lab_utils.scan_images(tiny_model, "c2", probe_images[:2], use_cache=False)
+    assert arr.labels == ["image 0", "image 1"]
+
+
+def test_scan_cache_hit_and_misses(tiny_model, probe_images, cache_tmp):
+    first = lab_utils.scan_images(tiny_model, "c2", probe_images)
+    assert first.from_cache is False
+    assert len(list((cache_tmp / "scans").glob("*.npz"))) == 1
+    second = lab_utils.scan_images(tiny_model, "c2", probe_images)
+    assert second.from_cache is True
+    np.testing.assert_array_equal(second.means, first.means)
+    assert second.labels == first.labels
+    # another layer: another entry
+    assert lab_utils.scan_images(tiny_model, "c3", probe_images).from_cache is False
+    # one changed pixel: a miss
+    changed = probe_images.copy()
+    changed[4, 3, 3, 0] ^= 0xFF
+    third = lab_utils.scan_images(tiny_model, "c2", changed)
+    assert third.from_cache is False
+    # changed weights (same model object): a miss, and the new numbers are right
+    k = tiny_model.get_layer("c1").kernel
+    k.assign(k.numpy() * 1.5)
+    fourth = lab_utils.scan_images(tiny_model, "c2", probe_images)
+    assert fourth.from_cache is False
+    np.testing.assert_allclose(fourth.means, numpy_forward(tiny_model, probe_images, "c2").mean(axis=(1, 2)),
+                               rtol=1e-4, atol=1e-4)
+    assert not np.allclose(fourth.means, first.means)
+
+
+def test_scan_without_cache_writes_nothing(tiny_model, probe_images, cache_tmp):
+    lab_utils.scan_images(tiny_model, "c2", probe_images, use_cache=False)
+    assert not list(cache_tmp.rglob("*.npz"))
+
+
+def test_corrupt_cache_entry_is_recomputed(tiny_model, probe_images, cache_tmp):
+    first = lab_utils.scan_images(tiny_model, "c2", probe_images)
+    (entry,) = (cache_tmp / "scans").glob("*.npz")
+    entry.write_bytes(b"not an npz file")
+    again = lab_utils.scan_images(tiny_model, "c2", probe_images)
+    assert again.from_cache is False
+    np.testing.assert_array_equal(again.means, first.means)
+
+
+def test_activation_maps_are_the_post_relu_output_map(tiny_model, probe_images):
+    maps = lab_utils.activation_maps(tiny_model, "c2", 3, probe_images[:2])
+    expected = numpy_forward(tiny_model, probe_images[:2], "c2")[..., 3]
+    assert maps.shape == (2, 10, 10)
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8", None])
+def test_bad_batch_size(tiny_model, probe_images, batch_size):
+    with pytest.raises(LabError, match="batch_size must be an integer >= 1"):
+        lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=batch_size)
+
+
+def test_scan_bad_layer_and_images(tiny_model, probe_images):
+    with pytest.raises(LabError, match="unknown layer 'x'.*c1, c2, c3"):
+        lab_utils.scan_images(tiny_model, "x", probe_images)
+    with pytest.raises(LabError, match="not a conv layer.*c1, c2, c3"):
+        lab_utils.scan_images(tiny_model, "p1", probe_images)
+    with pytest.raises(LabError, match=r"\(N, H, W, 3\)"):
+        lab_utils.scan_images(tiny_model, "c2", probe_images[0])
+    with pytest.raises(LabError, match="empty"):
+        lab_utils.scan_images(tiny_model, "c2", probe_images[:0])
+
+
+# ------------------------------------------------------------------ rankings
+def _scan(values, labels, wnids=None):
+    values = np.asarray(values, np.float32)
+    means = np.stack([values, -values], axis=1)  # filter 0 and filter 1
+    n = len(values)
+    return probe.Scan("tiny", "c2", means, list(labels), list(wnids or [None] * n),
+                      [f"img{i}.jpg" for i in range(n)], "test")
+
+
+def test_rank_classes_order_means_and_ties():
+    scan = _scan([1.0, 3.0, 5.0, 2.0, 2.0, 4.0, 0.0],
+                 ["cat", "dog", "cat", "bee", "ant", "dog", "eel"],
+                 ["n2", "n3", "n2", None, None, "n3", None])
+    df = lab_utils.rank_classes(scan, 0)
+    assert list(df.columns) == ["rank", "class", "wnid", "mean_activation", "n_images"]
+    # cat (1+5)/2 = 3, dog (3+4)/2 = 3.5, bee 2, ant 2 (tie: by name), eel 0
+    assert list(df["class"]) == ["dog", "cat", "ant", "bee", "eel"]
+    assert list(df["rank"]) == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(df.mean_activation, [3.5, 3.0, 2.0, 2.0, 0.0])
+    assert list(df.n_images) == [2, 2, 1, 1, 1]
+    assert list(df.wnid) == ["n3", "n2", "", "", ""]
+    top2 = lab_utils.rank_classes(scan, 0, top_n=2)
+    assert list(top2["class"]) == ["dog", "cat"]
+    # filter 1 (the negatives): order reversed, ties still by name
+    assert list(lab_utils.rank_classes(scan, 1)["class"]) == ["eel", "ant", "bee", "cat", "dog"]
+
+
+def test_rank_images_order_and_ties():
+    scan = _scan([1.0, 3.0, 5.0, 3.0, 2.0], ["a", "b", "c", "d", "e"])
+    df = lab_utils.rank_images(scan, 0, top_n=4)
+    assert list(df.columns) == ["rank", "image", "class", "wnid", "mean_activation", "source"]
+    assert list(df.image) == [2, 1, 3, 4]  # tie 3.0: lower image index first
+    assert list(df["rank"]) == [1, 2, 3, 4]
+    assert list(df["class"]) == ["c", "b", "d", "e"]
+    assert list(df.source) == ["img2.jpg", "img1.jpg", "img3.jpg", "img4.jpg"]
+    np.testing.assert_allclose(df.mean_activation, [5, 3, 3, 2])
+    assert len(lab_utils.rank_images(scan, 0, top_n=50)) == 5
+
+
+@pytest.mark.parametrize("fn", ["rank_classes", "rank_images"])
+def test_ranking_bad_inputs(fn):
+    scan = _scan([1.0, 2.0], ["a", "b"])
+    rank = getattr(lab_utils, fn)
+    with pytest.raises(LabError, match=r"0\.\.1"):
+        rank(scan, 2)
+    with pytest.raises(LabError, match=r"0\.\.1"):
+        rank(scan, -1)
+    with pytest.raises(LabError, match=r"0\.\.1"):
+        rank(scan, 0.0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(LabError, match="top_n must be an integer >= 1"):
+            rank(scan, 0, top_n=bad)
+
+
+def test_rankings_from_a_real_scan(tiny_model, probe_images):
+    labels = ["x", "y", "z"] * 3
+    ps = ProbeSet(probe_images, labels, [None] * 9, [str(i) for i in range(9)])
+    scan = lab_utils.scan_images(tiny_model, "c3", ps, use_cache=False)
+    for f in range(5):
+        col = scan.means[:, f].astype(np.float64)
+        imgs = lab_utils.rank_images(scan, f, top_n=9)
+        assert list(imgs.image) == sorted(range(9), key=lambda i: (-col[i], i))
+        classes = lab_utils.rank_classes(scan, f)
+        expected = {c: col[[i for i in range(9) if labels[i] == c]].mean() for c in "xyz"}
+        assert list(classes["class"]) == sorted(expected, key=lambda c: (-expected[c], c))
+        np.testing.assert_allclose(classes.mean_activation, [expected[c] for c in classes["class"]], rtol=1e-6)
