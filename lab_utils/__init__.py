@@ -20,6 +20,8 @@ import os
 
 # TensorFlow's C++ logging must never reach a notebook's stored outputs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# oneDNN convolutions (see config.import_tensorflow_quietly); must precede the TF import.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from .config import LabError, ResourceMissingError  # noqa: E402
 

@@ -8,6 +8,8 @@ CI and instructors can point the kit elsewhere without editing code:
 - ``LAB_CACHE_DIR``: on-disk cache of scans and visualizations
   (default: ``<kit>/.lab_cache``).
 - ``LAB_PROGRESS``: ``0`` hides progress bars (used for stored notebook outputs).
+- ``TF_ENABLE_ONEDNN_OPTS``: the kit sets it to ``1`` unless already set
+  (faster convolutions on CPUs without AVX512; see bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -74,6 +76,11 @@ def import_tensorflow_quietly():
     """
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return
+    # TensorFlow enables its oneDNN kernels by default only on CPUs with AVX512-VNNI,
+    # BF16 or AMX; on an AVX2 laptop it falls back to Eigen, which runs the kit's
+    # convolutions at ~0.7 of the matmul bound instead of ~0.95 (bench/RESULTS.md).
+    # Read once, at import: setting it later has no effect.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

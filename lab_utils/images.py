@@ -163,7 +163,50 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
     ``limit`` keeps the first N images (sorted by path), ``per_class`` the
     first N of each class. Unreadable or non-image files are skipped with one
     warning that counts them; an empty result is an error.
+
+    Folders (and the embedded set) are decoded once per process: a second call
+    with the same arguments, while no file of the folder changed (names, sizes,
+    mtimes), returns the same read-only ProbeSet, so the five notebooks of a
+    render do not each decode 1000 JPEGs.
     """
+    signature = _folder_signature(source, size, limit, per_class)
+    if signature is not None and signature in _DECODED:
+        probe = _DECODED[signature]
+        if probe.skipped:
+            warnings.warn(f"skipped {len(probe.skipped)} unreadable or non-image file(s) in {probe.name}, "
+                          f"e.g. {probe.skipped[0]}", stacklevel=2)
+        return probe
+    probe = _load_probe_set_uncached(source, size, limit, per_class)
+    if signature is not None:
+        probe.images.flags.writeable = False  # shared between callers: nobody may change it in place
+        while len(_DECODED) >= _DECODED_MAX:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[signature] = probe
+    return probe
+
+
+# Decoded folders of this process: {signature: ProbeSet}, oldest first (1000 images at 224 px = 150 MB each).
+_DECODED: dict = {}
+_DECODED_MAX = 2
+
+
+def _folder_signature(source, size, limit, per_class):
+    """A key that changes whenever the folder's files change; None where not memoizable (URLs, lists)."""
+    folder = EMBEDDED_PROBE_DIR if source is None else source
+    if isinstance(folder, (list, tuple)) or _is_url(folder):
+        return None
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return None
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        stats = tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),))
+    except OSError:
+        return None
+    return (source is None, str(path.resolve()), size, limit, per_class, hashlib.sha256(repr(stats).encode()).hexdigest())
+
+
+def _load_probe_set_uncached(source, size, limit, per_class) -> ProbeSet:
     if size < 32:
         raise LabError(f"image size must be at least 32 pixels, got {size}")
     if limit is not None and limit < 1:

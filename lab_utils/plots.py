@@ -33,11 +33,31 @@ def _grid(n, ncols, cell=2.2, extra_h=0.4):
 
 
 def _draw_weights(ax, w, vmax, annotate=True, fontsize=7):
-    import seaborn as sns
+    """A 3x3 (or any 2-D) weight slice as a heat map centred on 0, values written in.
 
-    sns.heatmap(np.asarray(w), ax=ax, cmap=WEIGHT_CMAP, center=0.0, vmin=-vmax, vmax=vmax, cbar=False,
-                annot=annotate, fmt=".2f", annot_kws={"fontsize": fontsize}, square=True,
-                xticklabels=False, yticklabels=False, linewidths=0.5, linecolor="white")
+    imshow + text rather than seaborn.heatmap: with annot=True seaborn draws the
+    whole figure once per panel to choose text colours (3x slower for 10 panels).
+    """
+    import matplotlib
+
+    w = np.asarray(w, dtype=float)
+    cmap = matplotlib.colormaps[WEIGHT_CMAP]
+    norm = matplotlib.colors.Normalize(-vmax, vmax)
+    ax.imshow(w, cmap=cmap, norm=norm)
+    if annotate:
+        for (i, j), v in np.ndenumerate(w):
+            r, g, b, _ = cmap(norm(v))
+            luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b  # dark cell -> white text
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                    color="black" if luminance > 0.408 else "white")
+    ax.set_xticks(np.arange(-0.5, w.shape[1]), minor=True)
+    ax.set_yticks(np.arange(-0.5, w.shape[0]), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="both", length=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def kernel_heatmaps(table, ncols: int = 5, title: str | None = None):

@@ -71,6 +71,26 @@ def _channel_means_fn(model, layer_name):
     return per_model[layer_name]
 
 
+def _as_uint8_pixels(images: np.ndarray) -> np.ndarray:
+    """RGB pixels 0..255 as uint8, the scan's input type; refuse arrays that are not pixels.
+
+    Float arrays holding 0..255 values are rounded (a cast would truncate 254.9 to
+    254); floats in 0..1 or already preprocessed (negative) values are refused,
+    because scanning them as pixels would silently give wrong activations.
+    """
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype == bool or not np.issubdtype(images.dtype, np.number):
+        raise LabError(f"images must be RGB pixels 0..255 (uint8), got dtype {images.dtype}")
+    lo, hi = float(np.min(images)), float(np.max(images))
+    if not np.isfinite([lo, hi]).all() or lo < 0 or hi > 255:
+        raise LabError(f"images must be RGB pixels 0..255, got values from {lo:g} to {hi:g} "
+                       "(already preprocessed? pass the raw pixels; the kit preprocesses them itself)")
+    if np.issubdtype(images.dtype, np.floating) and hi <= 1.0 and hi > 0:
+        raise LabError("images look scaled to 0..1; multiply by 255 (the kit expects pixels 0..255)")
+    return np.rint(images).astype(np.uint8)
+
+
 def as_probe_set(images) -> ProbeSet:
     """A ProbeSet from a ProbeSet, a folder/path/URL (or list of them), or an image array."""
     if isinstance(images, ProbeSet):
@@ -81,7 +101,7 @@ def as_probe_set(images) -> ProbeSet:
         if len(images) == 0:
             raise LabError("the probe set is empty: give at least one image")
         n = len(images)
-        return ProbeSet(np.asarray(images), [f"image {i}" for i in range(n)], [None] * n,
+        return ProbeSet(_as_uint8_pixels(images), [f"image {i}" for i in range(n)], [None] * n,
                         [f"array[{i}]" for i in range(n)], "array")
     return load_probe_set(images)
 

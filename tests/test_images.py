@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -454,3 +455,23 @@ def test_class_index_labels_are_keras_names():
 def test_data_folder_under_25_mb():
     total = sum(p.stat().st_size for p in DATA_DIR.rglob("*") if p.is_file())
     assert total < 25 * 1024 * 1024, total
+
+
+def test_probe_set_folder_is_decoded_once_until_a_file_changes(tmp_path, monkeypatch):
+    from lab_utils import images
+
+    for name, colour in (("n01440764_tench.png", (200, 30, 30)), ("n02123045_tabby.png", (30, 200, 30))):
+        Image.new("RGB", (40, 50), colour).save(tmp_path / name)
+    decoded = []
+    real = images._decode_many
+    monkeypatch.setattr(images, "_decode_many", lambda srcs, size: decoded.append(len(srcs)) or real(srcs, size))
+    first = lab_utils.load_probe_set(tmp_path, size=S)
+    assert lab_utils.load_probe_set(tmp_path, size=S) is first and decoded == [2]
+    with pytest.raises(ValueError):  # shared between callers, so read-only
+        first.images[0, 0, 0, 0] = 1
+    assert lab_utils.load_probe_set(tmp_path, size=S + 8) is not first  # other arguments, other entry
+    Image.new("RGB", (40, 50), (0, 0, 255)).save(tmp_path / "n02123045_tabby.png")
+    os.utime(tmp_path / "n02123045_tabby.png", ns=(1, 1))  # a rewrite the mtime resolution could hide
+    changed = lab_utils.load_probe_set(tmp_path, size=S)
+    assert changed is not first
+    assert changed.images[1].mean(axis=(0, 1))[2] > 200  # the new blue pixels, not the memoized green

@@ -220,6 +220,8 @@ def test_load_model_download_failure_is_one_clear_error(tmp_path, monkeypatch, c
         raise urllib.error.URLError(OSError(101, "Network is unreachable (socket)"))
 
     monkeypatch.setattr(keras.applications, "VGG16", offline)
+    monkeypatch.setattr(models, "_download_reachable", lambda timeout=3.0: True)  # Keras tries, then fails
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     with pytest.raises(ResourceMissingError) as info:
         lab_utils.load_model("vgg16")
     assert asked == ["imagenet"]
@@ -230,6 +232,31 @@ def test_load_model_download_failure_is_one_clear_error(tmp_path, monkeypatch, c
     # no chained socket traceback under the message
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert "Traceback" not in msg
+
+
+def test_offline_without_keras_cache_fails_before_building_the_model(tmp_path, monkeypatch, clear_model_cache):
+    import keras
+
+    monkeypatch.setenv("LAB_WEIGHTS_DIR", str(tmp_path / "no_weights"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(models, "_download_reachable", lambda timeout=3.0: False)
+    built = []
+    def fake_vgg16(**kwargs):
+        built.append(kwargs)
+        return type("FakeModel", (), {})()
+
+    monkeypatch.setattr(keras.applications, "VGG16", fake_vgg16)
+    with pytest.raises(ResourceMissingError, match="ConnectionError") as info:
+        lab_utils.load_model("vgg16", include_top=True)
+    assert built == []  # 138M parameters never allocated just to fail
+    assert "vgg16_imagenet.h5" in str(info.value)
+    # with Keras' cached copy present, Keras is asked even offline
+    cached = models.keras_cached_weights("vgg16", include_top=True)
+    assert cached == tmp_path / "keras_home" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    lab_utils.load_model("vgg16", include_top=True)
+    assert built == [{"include_top": True, "weights": "imagenet", "input_shape": (224, 224, 3)}]
 
 
 def test_load_model_returns_the_same_cached_object(monkeypatch, clear_model_cache, make_tiny):

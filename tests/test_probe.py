@@ -60,6 +60,19 @@ def test_scan_batch_size_does_not_change_the_result(tiny_model, probe_images):
         assert s.from_cache is False
 
 
+def test_scan_float_pixels_are_rounded_not_truncated_and_bad_ranges_refused(tiny_model, probe_images):
+    reference = lab_utils.scan_images(tiny_model, "c3", probe_images, use_cache=False).means
+    # 0..255 floats a little below the integer (as after a resize): a plain cast would shift every pixel by 1
+    as_float = probe_images.astype(np.float32) - 0.2
+    as_float[as_float < 0] = 0
+    np.testing.assert_allclose(lab_utils.scan_images(tiny_model, "c3", as_float, use_cache=False).means,
+                               reference, rtol=1e-5, atol=1e-5)
+    with pytest.raises(LabError, match="0..1"):
+        lab_utils.scan_images(tiny_model, "c3", probe_images / 255.0, use_cache=False)
+    with pytest.raises(LabError, match="preprocessed"):
+        lab_utils.scan_images(tiny_model, "c3", probe_images.astype(np.float32) - 120.0, use_cache=False)
+
+
 def test_scan_keeps_probe_set_labels(tiny_model, probe_images):
     ps = ProbeSet(probe_images[:3], ["cat", "dog", "cat"], ["n1", None, "n1"], ["a.jpg", "b.jpg", "c.jpg"], "mine")
     scan = lab_utils.scan_images(tiny_model, "c2", ps, use_cache=False)
