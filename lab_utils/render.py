@@ -68,6 +68,10 @@ def collect_parameters(args) -> dict:
         params.update(loaded)
     for name, value in args.parameter:
         params[name] = parse_value(value)
+    probe = params.get("probe_set")
+    if isinstance(probe, str) and "://" not in probe and probe != "imagenet-mini" and Path(probe).expanduser().exists():
+        # the notebooks run in notebooks/: a path relative to where render.sh was called must not change meaning
+        params["probe_set"] = str(Path(probe).expanduser().resolve())
     return params
 
 
@@ -95,17 +99,91 @@ def to_html(notebook_path: Path, html_path: Path) -> int:
                if "image/png" in o.get("data", {}))
 
 
-def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int) -> tuple[str, str]:
-    """Run one notebook with papermill; returns (status, message)."""
+class RenderKernel:
+    """One Jupyter kernel that runs every notebook of a render, one after another.
+
+    Starting a kernel and importing TensorFlow costs ~5 s per notebook; a render
+    pays it once. Between notebooks the kernel's namespace is emptied
+    (IPython ``reset(new_session=True)``: variables gone, execution counts back
+    to 1), so each notebook still runs on its own; imported modules and their
+    in-memory caches (loaded model, compiled functions, decoded probe set) stay,
+    which is the point. A kernel that died or is stuck after a timeout is
+    replaced by a fresh one before the next notebook.
+    """
+
+    PRELOAD = "import lab_utils.models"  # TensorFlow loads while the parent checks parameters
+    RESET = "get_ipython().reset(new_session=True)\nimport gc\ngc.collect()"
+
+    def __init__(self, cwd: Path, kernel_name: str = "python3"):
+        self.cwd, self.kernel_name, self.km = cwd, kernel_name, None
+        self.used = False
+
+    def start(self):
+        # The async manager matters: with a blocking one, nbclient waits on output
+        # messages with a blocking call and never notices that the kernel died.
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        self.km = AsyncKernelManager(kernel_name=self.kernel_name)
+        run_sync(self.km.start_kernel)(cwd=str(self.cwd))
+        self.used = False
+        self._run(self.PRELOAD)
+        return self
+
+    def _run(self, code: str, timeout: int = 300):
+        # A fresh nbclient client each time: a client kept across papermill runs stops getting replies.
+        import nbformat
+        from nbclient import NotebookClient
+
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=self.kernel_name).execute()
+
+    def fresh(self):
+        """The kernel manager for the next notebook: an emptied namespace, or a new kernel."""
+        from jupyter_core.utils import run_sync
+
+        if self.km is None or not run_sync(self.km.is_alive)():
+            self.shutdown()
+            return self.start().km
+        if self.used:
+            try:
+                self._run(self.RESET, timeout=60)
+            except Exception:  # busy after a timeout, or died meanwhile
+                self.shutdown()
+                self.start()
+        self.used = True
+        return self.km
+
+    def discard(self):
+        """Drop the kernel after a failure that may have left it busy or broken."""
+        self.shutdown()
+
+    def shutdown(self):
+        if self.km is not None:
+            from jupyter_core.utils import run_sync
+
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:
+                pass
+            self.km = None
+
+
+def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: RenderKernel | None = None
+            ) -> tuple[str, str]:
+    """Run one notebook with papermill (in ``kernel`` if given); returns (status, message)."""
     import papermill as pm
 
+    extra = {"km": kernel.fresh()} if kernel is not None else {}
     try:
         pm.execute_notebook(str(book), str(out_nb), parameters=params, cwd=str(book.parent), kernel_name="python3",
-                            progress_bar=False, log_output=False, execution_timeout=cell_timeout)
+                            progress_bar=False, log_output=False, execution_timeout=cell_timeout, **extra)
         return "ok", ""
     except pm.PapermillExecutionError as exc:
         return "failed", f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:300]
-    except Exception as exc:  # kernel death, timeouts
+    except Exception as exc:  # kernel death, timeouts: the shared kernel cannot be trusted any more
+        if kernel is not None:
+            kernel.discard()
         return "failed", f"{type(exc).__name__}: {exc}"[:300]
 
 
@@ -151,9 +229,9 @@ def main(argv=None) -> int:
             raise LabError(f"no notebooks found in {NOTEBOOK_DIR}")
         if args.cell_timeout < 1:
             raise LabError("--cell-timeout must be >= 1 second")
-        from .params import check_parameters
+        from .params import check_values
 
-        check_parameters(load_weights=False, **params)  # fail fast, before any kernel starts
+        check_values(params)  # cheap checks first: a typo fails in a second
     except LabError as exc:
         print(f"render.sh: error: {exc}", file=sys.stderr)
         return 2
@@ -161,25 +239,48 @@ def main(argv=None) -> int:
     if out == NOTEBOOK_DIR.resolve() or NOTEBOOK_DIR.resolve() in out.parents:
         print("render.sh: error: --out must not be inside notebooks/ (render never writes there)", file=sys.stderr)
         return 2
+    # The kernel starts (and imports TensorFlow) while this process checks the
+    # parameters against the model graph, which needs TensorFlow too.
+    kernel = RenderKernel(books[0].parent).start()
+    try:
+        return _render_all(args, params, books, out, kernel)
+    finally:
+        kernel.shutdown()
+
+
+def _render_all(args, params: dict, books: list[Path], out: Path, kernel: RenderKernel) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .params import check_parameters
+
+    try:
+        check_parameters(load_weights=False, **params)  # fail fast, before any notebook runs
+    except LabError as exc:
+        print(f"render.sh: error: {exc}", file=sys.stderr)
+        return 2
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     rows = []
+    exporter = ThreadPoolExecutor(1)  # HTML export of notebook k runs while notebook k+1 executes
     for i, book in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {book.stem} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         out_nb = out / "notebooks" / book.name
-        status, message = execute(book, out_nb, params, args.cell_timeout)
+        status, message = execute(book, out_nb, params, args.cell_timeout, kernel)
         seconds = time.perf_counter() - t0
-        html_name = f"{book.stem}.html"
-        figures = 0
-        try:
-            figures = to_html(out_nb if out_nb.exists() else book, out / html_name)
-        except Exception as exc:
-            status, message = "failed", f"HTML export failed: {exc}"[:300]
-        rows.append({"name": book.stem, "html": html_name, "status": status, "message": message,
-                     "seconds": seconds, "figures": figures})
+        row = {"name": book.stem, "html": f"{book.stem}.html", "status": status, "message": message,
+               "seconds": seconds}
+        row["export"] = exporter.submit(to_html, out_nb if out_nb.exists() else book, out / row["html"])
+        rows.append(row)
         print(f"[{i}/{len(books)}] {book.stem}: {status} ({seconds:.1f} s){': ' + message if message else ''}",
               file=sys.stderr, flush=True)
+    for row in rows:
+        try:
+            row["figures"] = row.pop("export").result()
+        except Exception as exc:
+            row["figures"] = 0
+            row["status"], row["message"] = "failed", f"HTML export failed: {exc}"[:300]
+    exporter.shutdown()
     index = write_index(out, rows, params, started)
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     print(f"index: {index}" + (f"\nfailed: {', '.join(failed)}" if failed else ""), file=sys.stderr)

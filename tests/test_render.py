@@ -93,3 +93,50 @@ def test_failing_notebooks_still_get_pages(tmp_path, vgg16):
     index = (out / "index.html").read_text()
     assert "<tr class='failed'>" in index and "<tr class='ok'>" in index
     assert (out / "03_channel_analysis.html").exists()
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_shared_kernel_isolates_notebooks_and_survives_death_and_timeouts(tmp_path):
+    """render.py runs all notebooks in one kernel: namespaces must not leak, and a
+    notebook that kills or hangs the kernel must not take the next ones with it."""
+    from lab_utils.render import RenderKernel, execute
+
+    define = _notebook(tmp_path / "a.ipynb", "secret = 42\nimport os\npid = os.getpid()\nprint(pid)")
+    probe = _notebook(tmp_path / "b.ipynb", "import os\nprint(os.getpid())\nprint('secret' in dir())")
+    die = _notebook(tmp_path / "c.ipynb", "import os\nos._exit(3)")
+    hang = _notebook(tmp_path / "d.ipynb", "import time\nwhile True: time.sleep(0.1)")
+    kernel = RenderKernel(tmp_path).start()
+    try:
+        def run(book, timeout=60):
+            out = tmp_path / "out" / book.name
+            out.parent.mkdir(exist_ok=True)
+            status, message = execute(book, out, {}, timeout, kernel)
+            nb = nbformat.read(out, as_version=4) if out.exists() else None
+            return status, message, nb
+
+        status, _, nb = run(define)
+        assert status == "ok"
+        first_pid = nb.cells[0].outputs[0]["text"].strip()
+        status, _, nb = run(probe)
+        assert status == "ok"
+        pid, leaked = nb.cells[0].outputs[0]["text"].split()
+        assert pid == first_pid  # the same kernel (that is the speed-up) ...
+        assert leaked == "False"  # ... with the previous notebook's variables gone
+        assert nb.cells[0].execution_count == 1  # counts restart: stored outputs look like a fresh run
+        status, message, _ = run(die)
+        assert status == "failed" and "Dead" in message
+        status, _, nb = run(probe)
+        assert status == "ok" and nb.cells[0].outputs[0]["text"].split()[0] != first_pid  # a new kernel
+        status, message, _ = run(hang, timeout=3)
+        assert status == "failed" and "timed out" in message.lower()
+        status, _, nb = run(probe)
+        assert status == "ok"
+    finally:
+        kernel.shutdown()
