@@ -281,15 +281,15 @@ def run_render(args: list, env: dict, log_path: Path, cmd=None) -> dict:
 # ------------------------------------------------------------------ the benchmark
 def check_weights() -> str | None:
     """None if VGG16 weights are found offline, else a one-line reason."""
-    from lab_utils.models import weight_candidates
+    from lab_utils.models import keras_cached_weights, weight_candidates
 
     tried = weight_candidates("vgg16")
     if any(p.is_file() for p in tried):
         return None
-    keras_cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-    if (keras_cache / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").is_file():
+    keras_copy = keras_cached_weights("vgg16", include_top=False)
+    if keras_copy.is_file():
         return None
-    return (f"no VGG16 ImageNet weights found (tried {', '.join(map(str, tried))} and {keras_cache}); "
+    return (f"no VGG16 ImageNet weights found (tried {', '.join(map(str, tried))} and {keras_copy}); "
             f"set LAB_WEIGHTS_DIR to the folder holding vgg16_imagenet_notop.h5")
 
 

@@ -134,7 +134,7 @@ vis = setup.filter_visualizations()
 print(f"filter {setup.filter_index}: mean pre-ReLU output {vis.objective_start[0]:.1f} on the start image "
       f"-> {vis.objective_end[0]:.1f} after {setup.steps} steps")
 titles = [f"filter {c}" + (" (chosen)" if c == setup.filter_index else "") for c in vis.channels]
-plots.image_grid(vis.images, titles, ncols=5, title=f"{setup.layer_name}: synthesized images");
+fig = plots.image_grid(vis.images, titles, ncols=5, title=f"{setup.layer_name}: synthesized images")
 """),
     md("""
 ## Which classes and images excite it? Probing the dataset
@@ -150,14 +150,14 @@ top_classes = setup.top_classes()
 print(top_classes[["rank", "class", "mean_activation", "n_images"]].to_string(index=False, float_format="{:.2f}".format))
 """),
     code("""
-plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index);
+fig = plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index)
 """),
     md("Top images, with the filter's activation map overlaid (bright = strong response):"),
     code("""
 top_images = setup.top_images()
 print(top_images[["rank", "image", "class", "mean_activation"]].to_string(index=False, float_format="{:.2f}".format))
 images, maps, titles = setup.top_image_maps(8)
-plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}");
+fig = plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}")
 """),
     student("hypothesis", "What does this filter extract? State one hypothesis (a texture, a shape, a part, "
             "a colour pattern...) and give your reasons from the synthesized image, the top classes and "
@@ -194,11 +194,11 @@ print("rules disagree on channels:", ", ".join(str(c) for c in disagree.channel)
 """),
     md("## Where is the cut? The norms of all input channels\nRed bars are kept; the dashed line is the cut."),
     code("""
-plots.norm_distribution(setup.channel_norms(), table);
+fig = plots.norm_distribution(setup.channel_norms(), table)
 """),
     md("## The kept single-channel filters\nEach 3x3 slice with its values; one colour scale for all, centred on 0 (red excites, blue inhibits)."),
     code("""
-plots.kernel_heatmaps(table);
+fig = plots.kernel_heatmaps(table)
 """),
     student("what do the weights say?", "Which channels dominate? Are the strongest slices excitatory or "
             "inhibitory, and do their spatial patterns (centre vs surround, one side vs the other) suggest "
@@ -227,7 +227,7 @@ own image comes first.
 """),
     code("""
 filter_image = setup.filter_visualization().images[0]
-plots.circuit_figure(vis.images, table, setup.feeder, filter_image=filter_image);
+fig = plots.circuit_figure(vis.images, table, setup.feeder, filter_image=filter_image)
 """),
     md("""
 ## Vocabulary (Olah et al., *Zoom In: An Introduction to Circuits*, Distill 2020)
@@ -251,18 +251,18 @@ now if they are missing); the interpretation is yours.
 print(setup.summary_paragraph())
 """),
     code("""
-plots.image_grid(setup.filter_visualization().images, [f"{setup.layer_name} filter {setup.filter_index}"],
-                 ncols=1, cell=3.0);
-plots.class_bar_chart(setup.top_classes(), setup.layer_name, setup.filter_index);
+fig = plots.image_grid(setup.filter_visualization().images, [f"{setup.layer_name} filter {setup.filter_index}"],
+                       ncols=1, cell=3.0)
+fig = plots.class_bar_chart(setup.top_classes(), setup.layer_name, setup.filter_index)
 """),
     code("""
 images, maps, titles = setup.top_image_maps(8)
-plots.top_images_overlay(images, maps, titles, title="Top images with activation maps");
+fig = plots.top_images_overlay(images, maps, titles, title="Top images with activation maps")
 """),
     code("""
 table = setup.channel_table()
-plots.circuit_figure(setup.channel_visualizations(table).images, table, setup.feeder,
-                     filter_image=setup.filter_visualization().images[0]);
+fig = plots.circuit_figure(setup.channel_visualizations(table).images, table, setup.feeder,
+                           filter_image=setup.filter_visualization().images[0])
 """),
     student("interpretation", "In one paragraph: what does the filter detect, and how is it built from "
             "its input channels?"),

@@ -1,0 +1,44 @@
+"""The benchmark keeps working: one ``python -m bench --quick`` run (tiny sizes,
+no timing asserted; targets are only reported, see bench/README.md)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_bench_quick_writes_its_table_and_keeps_hand_written_notes(tmp_path, vgg16):
+    from bench.__main__ import BEGIN, END
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# Benchmark results\n\nintro kept\n\n{BEGIN}\nold table\n{END}\n\n## Notes\nnotes kept\n")
+    env = {**os.environ, "LAB_VENV": sys.prefix}  # the render rows reuse this environment
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(results),
+                          "--workdir", str(tmp_path / "work")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = results.read_text()
+    assert "old table" not in text and "intro kept" in text and "notes kept" in text
+    table = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    for row in ("bound: float32 matmul", "scan block3_conv1", "naive loop block3_conv1", "re-rank",
+                "ascent block3_conv1", "ascent block2_conv2", "compute of a render", "render cold",
+                "render warm", "peak RSS"):
+        assert row in table, row
+    assert "GFLOP/s" in table and "Summary:" in table
+    assert res.stdout.count("| measure") == 1  # one table printed
+
+
+def test_bench_without_weights_is_one_clear_line(tmp_path):
+    env = {**os.environ, "LAB_WEIGHTS_DIR": str(tmp_path / "none"), "KERAS_HOME": str(tmp_path / "keras")}
+    res = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("bench: error: no VGG16 ImageNet weights found")
+    assert "Traceback" not in res.stderr
