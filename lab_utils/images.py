@@ -171,23 +171,34 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
     """
     signature = _folder_signature(source, size, limit, per_class)
     if signature is not None and signature in _DECODED:
-        probe = _DECODED[signature]
+        probe = _DECODED.pop(signature)
+        _DECODED[signature] = probe  # most recently used last
         if probe.skipped:
             warnings.warn(f"skipped {len(probe.skipped)} unreadable or non-image file(s) in {probe.name}, "
                           f"e.g. {probe.skipped[0]}", stacklevel=2)
-        return probe
+        return _shared_copy(probe)
     probe = _load_probe_set_uncached(source, size, limit, per_class)
-    if signature is not None:
+    if signature is not None and probe.images.nbytes <= _DECODED_MAX_BYTES:
         probe.images.flags.writeable = False  # shared between callers: nobody may change it in place
-        while len(_DECODED) >= _DECODED_MAX:
-            _DECODED.pop(next(iter(_DECODED)))
+        while _DECODED and sum(p.images.nbytes for p in _DECODED.values()) + probe.images.nbytes > _DECODED_MAX_BYTES:
+            _DECODED.pop(next(iter(_DECODED)))  # least recently used first
         _DECODED[signature] = probe
+        return _shared_copy(probe)
     return probe
 
 
-# Decoded folders of this process: {signature: ProbeSet}, oldest first (1000 images at 224 px = 150 MB each).
+# Decoded folders of this process: {signature: ProbeSet}, least recently used first. 1000 images at
+# 224 px are 150 MB; a bigger set (imagenet-mini train: ~5 GB) is not kept.
 _DECODED: dict = {}
-_DECODED_MAX = 2
+_DECODED_MAX_BYTES = 512 * 2**20
+
+
+def _shared_copy(probe: ProbeSet) -> ProbeSet:
+    """The memoized set for one caller: a read-only view of the pixels, lists of its own."""
+    images = probe.images.view()
+    images.flags.writeable = False
+    return ProbeSet(images, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name,
+                    list(probe.skipped))
 
 
 def _folder_signature(source, size, limit, per_class):

@@ -51,22 +51,33 @@ _KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)
 
 
 def keras_cached_weights(key: str, include_top: bool) -> Path:
-    """The file Keras' ``weights="imagenet"`` caches (``$KERAS_HOME/models``, default ~/.keras)."""
+    """The file Keras' ``weights="imagenet"`` caches: ``$KERAS_HOME/models`` (default ~/.keras;
+    Keras falls back to /tmp/.keras where that is not writable). The first existing one, else the first."""
     import os
 
-    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
     suffix = "" if include_top else "_notop"
-    return home / "models" / f"{key}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+    name = f"{key}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+    homes = [Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser(), Path("/tmp/.keras")]
+    candidates = [home / "models" / name for home in homes]
+    return next((p for p in candidates if p.is_file()), candidates[0])
 
 
 def _download_reachable(timeout: float = 3.0) -> bool:
+    """Whether Keras' download host answers; True behind a proxy (we cannot tell, so let Keras try)."""
+    import os
     import socket
 
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # bounds the DNS lookup too
     try:
         socket.create_connection(_KERAS_WEIGHTS_HOST, timeout=timeout).close()
         return True
     except OSError:
         return False
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _build(key: str, include_top: bool, weights):

@@ -189,7 +189,10 @@ def rank_images(scan: Scan, filter_index: int, top_n: int = 10):
 def activation_maps(model, layer_name: str, filter_index: int, images) -> np.ndarray:
     """The filter's output maps (after ReLU) for a few images: float32 (N, h, w)."""
     f = check_filter(model, layer_name, filter_index)
-    x = preprocess(model, np.asarray(images, dtype="float32"))
+    pixels = np.asarray(images)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise LabError(f"images must be an array (N, H, W, 3), got shape {pixels.shape}")
+    x = preprocess(model, _as_uint8_pixels(pixels).astype("float32"))
     out = submodel(model, layer_name).predict(x, verbose=0, batch_size=16)
     return out[..., f]
 

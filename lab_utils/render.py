@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import html
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def select_notebooks(only: str | None) -> list[Path]:
     bad = [w for w in wanted if w.zfill(2) not in known]
     if bad:
         raise LabError(f"--only: no notebook numbered {', '.join(bad)}; valid: {', '.join(known)}")
-    return [known[w.zfill(2)] for w in wanted]
+    return list(dict.fromkeys(known[w.zfill(2)] for w in wanted))  # "2,02" runs notebook 02 once
 
 
 def to_html(notebook_path: Path, html_path: Path) -> int:
@@ -119,15 +120,28 @@ class RenderKernel:
         self.used = False
 
     def start(self):
-        # The async manager matters: with a blocking one, nbclient waits on output
-        # messages with a blocking call and never notices that the kernel died.
-        from jupyter_client.manager import AsyncKernelManager
+        """Start the kernel and send it the preload without waiting for it (it runs
+        before any later request: a kernel handles requests in order)."""
         from jupyter_core.utils import run_sync
 
-        self.km = AsyncKernelManager(kernel_name=self.kernel_name)
-        run_sync(self.km.start_kernel)(cwd=str(self.cwd))
+        self.shutdown()
+        self.km = _tracking_manager()(kernel_name=self.kernel_name)
+        self.km.lab_clients = []
+        try:
+            run_sync(self.km.start_kernel)(cwd=str(self.cwd))
+            # jupyter_client reads the kernel's process group right after fork, which can
+            # race the child's setsid() and return *our* group: a later kill would take
+            # render.sh (and whoever runs it) down. The kernel leads its own session: pgid = pid.
+            provisioner = getattr(self.km, "provisioner", None)
+            if getattr(provisioner, "pid", None):
+                provisioner.pgid = provisioner.pid
+            preload = self.km.client()
+            preload.start_channels()
+            preload.execute(self.PRELOAD, silent=True, store_history=False)
+        except Exception:
+            self.shutdown()
+            raise
         self.used = False
-        self._run(self.PRELOAD)
         return self
 
     def _run(self, code: str, timeout: int = 300):
@@ -136,37 +150,66 @@ class RenderKernel:
         from nbclient import NotebookClient
 
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=self.kernel_name).execute()
+        try:
+            NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=self.kernel_name).execute()
+        finally:
+            self.close_clients()
+
+    def close_clients(self):
+        """Close the clients papermill/nbclient opened on our kernel: with a kernel
+        manager they do not own, they leave their sockets and heartbeat thread open."""
+        for kc in getattr(self.km, "lab_clients", []):
+            try:
+                kc.stop_channels()
+            except Exception:
+                pass
+        if self.km is not None:
+            self.km.lab_clients = []
 
     def fresh(self):
-        """The kernel manager for the next notebook: an emptied namespace, or a new kernel."""
+        """The kernel manager for the next notebook: an emptied namespace, or a new kernel.
+
+        Raises when no kernel can be started (the caller reports it per notebook)."""
         from jupyter_core.utils import run_sync
 
+        self.close_clients()
         if self.km is None or not run_sync(self.km.is_alive)():
-            self.shutdown()
             return self.start().km
         if self.used:
             try:
                 self._run(self.RESET, timeout=60)
             except Exception:  # busy after a timeout, or died meanwhile
-                self.shutdown()
                 self.start()
         self.used = True
         return self.km
-
-    def discard(self):
-        """Drop the kernel after a failure that may have left it busy or broken."""
-        self.shutdown()
 
     def shutdown(self):
         if self.km is not None:
             from jupyter_core.utils import run_sync
 
+            self.close_clients()
             try:
-                run_sync(self.km.shutdown_kernel)(now=True)
+                run_sync(self.km.shutdown_kernel)(now=True)  # kills the kernel's own group (pgid, see start())
             except Exception:
                 pass
             self.km = None
+
+
+def _tracking_manager():
+    """AsyncKernelManager that remembers the clients it hands out (see close_clients).
+
+    Async matters: with a blocking manager, nbclient waits for output messages with
+    a blocking call and never notices that the kernel died.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class TrackingKernelManager(AsyncKernelManager):
+        def client(self, **kwargs):
+            kc = super().client(**kwargs)
+            self.lab_clients.append(kc)
+            return kc
+
+    return TrackingKernelManager
 
 
 def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: RenderKernel | None = None
@@ -174,7 +217,10 @@ def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: R
     """Run one notebook with papermill (in ``kernel`` if given); returns (status, message)."""
     import papermill as pm
 
-    extra = {"km": kernel.fresh()} if kernel is not None else {}
+    try:
+        extra = {"km": kernel.fresh()} if kernel is not None else {}
+    except Exception as exc:
+        return "failed", f"the python3 Jupyter kernel could not start: {type(exc).__name__}: {exc}"[:300]
     try:
         pm.execute_notebook(str(book), str(out_nb), parameters=params, cwd=str(book.parent), kernel_name="python3",
                             progress_bar=False, log_output=False, execution_timeout=cell_timeout, **extra)
@@ -183,8 +229,24 @@ def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: R
         return "failed", f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:300]
     except Exception as exc:  # kernel death, timeouts: the shared kernel cannot be trusted any more
         if kernel is not None:
-            kernel.discard()
+            kernel.shutdown()
         return "failed", f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        if kernel is not None:
+            kernel.close_clients()
+
+
+def not_run_page(book: Path, out_nb: Path, message: str) -> None:
+    """Where papermill wrote nothing (no kernel), the page shows the notebook
+    without the stored reference outputs, under a line saying why it did not run."""
+    import nbformat
+
+    nb = nbformat.read(book, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**render.sh: this notebook did not run.** {message}"))
+    nbformat.write(nb, out_nb)
 
 
 def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path:
@@ -239,9 +301,17 @@ def main(argv=None) -> int:
     if out == NOTEBOOK_DIR.resolve() or NOTEBOOK_DIR.resolve() in out.parents:
         print("render.sh: error: --out must not be inside notebooks/ (render never writes there)", file=sys.stderr)
         return 2
+    for var in ("LAB_CACHE_DIR", "LAB_WEIGHTS_DIR"):  # the kernel runs in notebooks/: keep their meaning
+        if os.environ.get(var):
+            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     # The kernel starts (and imports TensorFlow) while this process checks the
     # parameters against the model graph, which needs TensorFlow too.
-    kernel = RenderKernel(books[0].parent).start()
+    kernel = RenderKernel(books[0].parent)
+    try:
+        kernel.start()
+    except Exception as exc:  # reported again on each notebook's page
+        print(f"render.sh: the python3 Jupyter kernel could not start: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
     try:
         return _render_all(args, params, books, out, kernel)
     finally:
@@ -266,11 +336,14 @@ def _render_all(args, params: dict, books: list[Path], out: Path, kernel: Render
         print(f"[{i}/{len(books)}] {book.stem} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         out_nb = out / "notebooks" / book.name
+        out_nb.unlink(missing_ok=True)  # never export a previous render's notebook as this one's
         status, message = execute(book, out_nb, params, args.cell_timeout, kernel)
         seconds = time.perf_counter() - t0
+        if not out_nb.exists():
+            not_run_page(book, out_nb, message)
         row = {"name": book.stem, "html": f"{book.stem}.html", "status": status, "message": message,
                "seconds": seconds}
-        row["export"] = exporter.submit(to_html, out_nb if out_nb.exists() else book, out / row["html"])
+        row["export"] = exporter.submit(to_html, out_nb, out / row["html"])
         rows.append(row)
         print(f"[{i}/{len(books)}] {book.stem}: {status} ({seconds:.1f} s){': ' + message if message else ''}",
               file=sys.stderr, flush=True)
@@ -279,7 +352,9 @@ def _render_all(args, params: dict, books: list[Path], out: Path, kernel: Render
             row["figures"] = row.pop("export").result()
         except Exception as exc:
             row["figures"] = 0
-            row["status"], row["message"] = "failed", f"HTML export failed: {exc}"[:300]
+            note = f"HTML export failed: {type(exc).__name__}: {exc}"
+            row["status"], row["message"] = "failed", "; ".join(m for m in (row["message"], note) if m)[:300]
+            print(f"{row['name']}: {note}", file=sys.stderr)
     exporter.shutdown()
     index = write_index(out, rows, params, started)
     failed = [r["name"] for r in rows if r["status"] != "ok"]

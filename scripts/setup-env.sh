@@ -10,7 +10,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtual environment in $VENV" >&2
     "$PY" -m venv "$VENV"
 fi
-want="$(sha256sum "$KIT_ROOT/pyproject.toml" | cut -d' ' -f1)"
+want="$("$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$KIT_ROOT/pyproject.toml")"
 have="$(cat "$VENV/.lab-installed" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
     echo "[setup] installing the kit and its dependencies (first run: about a minute)" >&2
@@ -19,10 +19,7 @@ if [ "$want" != "$have" ]; then
     "$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name python3 >/dev/null
     echo "$want" > "$VENV/.lab-installed"
 fi
-# Offline weights: ../shared/weights beside the kit, unless the user chose a folder.
-if [ -z "${LAB_WEIGHTS_DIR:-}" ] && [ -d "$KIT_ROOT/../shared/weights" ]; then
-    export LAB_WEIGHTS_DIR="$(cd "$KIT_ROOT/../shared/weights" && pwd)"
-fi
+# Offline weights: lab_utils looks in $LAB_WEIGHTS_DIR, else weights/ in the kit, else ../shared/weights.
 export PATH="$VENV/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 # oneDNN convolutions: ~1.3x faster than Eigen on AVX2 CPUs (bench/RESULTS.md); must be set before TF loads.

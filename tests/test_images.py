@@ -466,12 +466,16 @@ def test_probe_set_folder_is_decoded_once_until_a_file_changes(tmp_path, monkeyp
     real = images._decode_many
     monkeypatch.setattr(images, "_decode_many", lambda srcs, size: decoded.append(len(srcs)) or real(srcs, size))
     first = lab_utils.load_probe_set(tmp_path, size=S)
-    assert lab_utils.load_probe_set(tmp_path, size=S) is first and decoded == [2]
+    again = lab_utils.load_probe_set(tmp_path, size=S)
+    assert decoded == [2] and np.shares_memory(again.images, first.images)  # decoded once
     with pytest.raises(ValueError):  # shared between callers, so read-only
         first.images[0, 0, 0, 0] = 1
-    assert lab_utils.load_probe_set(tmp_path, size=S + 8) is not first  # other arguments, other entry
+    again.labels[0] = "changed by one caller"
+    assert lab_utils.load_probe_set(tmp_path, size=S).labels[0] == "tench"  # not seen by the next one
+    assert lab_utils.load_probe_set(tmp_path, size=S + 8).images.shape[1] == S + 8  # other arguments, other entry
+    assert decoded == [2, 2]
     Image.new("RGB", (40, 50), (0, 0, 255)).save(tmp_path / "n02123045_tabby.png")
     os.utime(tmp_path / "n02123045_tabby.png", ns=(1, 1))  # a rewrite the mtime resolution could hide
     changed = lab_utils.load_probe_set(tmp_path, size=S)
-    assert changed is not first
+    assert decoded == [2, 2, 2]
     assert changed.images[1].mean(axis=(0, 1))[2] > 200  # the new blue pixels, not the memoized green
