@@ -112,7 +112,7 @@ class RenderKernel:
     replaced by a fresh one before the next notebook.
     """
 
-    PRELOAD = "import lab_utils.models"  # TensorFlow loads while the parent checks parameters
+    PRELOAD = "import lab_utils.models"  # TensorFlow loads once, before the first notebook
     RESET = "get_ipython().reset(new_session=True)\nimport gc\ngc.collect()"
 
     def __init__(self, cwd: Path, kernel_name: str = "python3"):
@@ -120,24 +120,16 @@ class RenderKernel:
         self.used = False
 
     def start(self):
-        """Start the kernel and send it the preload without waiting for it (it runs
-        before any later request: a kernel handles requests in order)."""
+        # The async manager matters: with a blocking one, nbclient waits on output
+        # messages with a blocking call and never notices that the kernel died.
+        from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
         self.shutdown()
-        self.km = _tracking_manager()(kernel_name=self.kernel_name)
-        self.km.lab_clients = []
+        self.km = AsyncKernelManager(kernel_name=self.kernel_name)
         try:
             run_sync(self.km.start_kernel)(cwd=str(self.cwd))
-            # jupyter_client reads the kernel's process group right after fork, which can
-            # race the child's setsid() and return *our* group: a later kill would take
-            # render.sh (and whoever runs it) down. The kernel leads its own session: pgid = pid.
-            provisioner = getattr(self.km, "provisioner", None)
-            if getattr(provisioner, "pid", None):
-                provisioner.pgid = provisioner.pid
-            preload = self.km.client()
-            preload.start_channels()
-            preload.execute(self.PRELOAD, silent=True, store_history=False)
+            self._run(self.PRELOAD)
         except Exception:
             self.shutdown()
             raise
@@ -150,21 +142,7 @@ class RenderKernel:
         from nbclient import NotebookClient
 
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        try:
-            NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=self.kernel_name).execute()
-        finally:
-            self.close_clients()
-
-    def close_clients(self):
-        """Close the clients papermill/nbclient opened on our kernel: with a kernel
-        manager they do not own, they leave their sockets and heartbeat thread open."""
-        for kc in getattr(self.km, "lab_clients", []):
-            try:
-                kc.stop_channels()
-            except Exception:
-                pass
-        if self.km is not None:
-            self.km.lab_clients = []
+        NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=self.kernel_name).execute()
 
     def fresh(self):
         """The kernel manager for the next notebook: an emptied namespace, or a new kernel.
@@ -172,7 +150,6 @@ class RenderKernel:
         Raises when no kernel can be started (the caller reports it per notebook)."""
         from jupyter_core.utils import run_sync
 
-        self.close_clients()
         if self.km is None or not run_sync(self.km.is_alive)():
             return self.start().km
         if self.used:
@@ -187,29 +164,11 @@ class RenderKernel:
         if self.km is not None:
             from jupyter_core.utils import run_sync
 
-            self.close_clients()
             try:
-                run_sync(self.km.shutdown_kernel)(now=True)  # kills the kernel's own group (pgid, see start())
+                run_sync(self.km.shutdown_kernel)(now=True)
             except Exception:
                 pass
             self.km = None
-
-
-def _tracking_manager():
-    """AsyncKernelManager that remembers the clients it hands out (see close_clients).
-
-    Async matters: with a blocking manager, nbclient waits for output messages with
-    a blocking call and never notices that the kernel died.
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    class TrackingKernelManager(AsyncKernelManager):
-        def client(self, **kwargs):
-            kc = super().client(**kwargs)
-            self.lab_clients.append(kc)
-            return kc
-
-    return TrackingKernelManager
 
 
 def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: RenderKernel | None = None
@@ -231,9 +190,6 @@ def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: R
         if kernel is not None:
             kernel.shutdown()
         return "failed", f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        if kernel is not None:
-            kernel.close_clients()
 
 
 def not_run_page(book: Path, out_nb: Path, message: str) -> None:
@@ -304,8 +260,6 @@ def main(argv=None) -> int:
     for var in ("LAB_CACHE_DIR", "LAB_WEIGHTS_DIR"):  # the kernel runs in notebooks/: keep their meaning
         if os.environ.get(var):
             os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
-    # The kernel starts (and imports TensorFlow) while this process checks the
-    # parameters against the model graph, which needs TensorFlow too.
     kernel = RenderKernel(books[0].parent)
     try:
         kernel.start()
