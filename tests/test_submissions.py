@@ -172,6 +172,19 @@ def graded(tmp_path_factory):
 # --------------------------------------------------------------------------- the real CLI
 
 
+
+def process_ended(pid: int, wait_s: float = 5.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie, i.e. dead but not yet reaped) within ``wait_s``."""
+    for _ in range(int(wait_s / 0.1)):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
 def test_executed_run_gives_every_status(graded):
     ex = graded["ex"]
     assert ex.returncode == 1, ex.stderr  # some failed: non-zero, after finishing all
@@ -567,16 +580,8 @@ def test_hard_timeout_kills_the_whole_process_group(tmp_path):
     rc, killed = S.run_with_hard_timeout([sys.executable, "-c", code], 3)
     assert killed and time.monotonic() - t0 < 30
     gpid = int(pidfile.read_text())
-    for _ in range(50):  # the grandchild is killed too (it may linger as a zombie briefly)
-        try:
-            state = Path(f"/proc/{gpid}/stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            break
-        if state == "Z":
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("grandchild still running")
+    # the grandchild is killed too (it may linger as a zombie briefly)
+    assert process_ended(gpid), "grandchild still running"
 
 
 def test_worker_reports_instead_of_crashing(tmp_path):
@@ -640,14 +645,5 @@ def test_hung_worker_is_killed_with_its_kernel(tmp_path, monkeypatch):
     assert "killed" in res["hang.ipynb"]["message"]
     assert (tmp_path / "out/hang.html").is_file()
     kpid = int(pidfile.read_text())
-    for _ in range(50):
-        try:
-            state = Path(f"/proc/{kpid}/stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            break
-        if state == "Z":
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the kernel of the killed worker is still running")
+    assert process_ended(kpid), "the kernel of the killed worker is still running"
     assert list((tmp_path / "tmp").iterdir()) == []
