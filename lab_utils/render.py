@@ -247,9 +247,9 @@ def main(argv=None) -> int:
             raise LabError(f"no notebooks found in {NOTEBOOK_DIR}")
         if args.cell_timeout < 1:
             raise LabError("--cell-timeout must be >= 1 second")
-        from .params import check_values
+        from .params import check_parameters
 
-        check_values(params)  # cheap checks first: a typo fails in a second
+        check_parameters(load_weights=False, **params)  # against the model graph, before any kernel starts
     except LabError as exc:
         print(f"render.sh: error: {exc}", file=sys.stderr)
         return 2
@@ -275,13 +275,6 @@ def main(argv=None) -> int:
 def _render_all(args, params: dict, books: list[Path], out: Path, kernel: RenderKernel) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from .params import check_parameters
-
-    try:
-        check_parameters(load_weights=False, **params)  # fail fast, before any notebook runs
-    except LabError as exc:
-        print(f"render.sh: error: {exc}", file=sys.stderr)
-        return 2
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     rows = []
