@@ -277,10 +277,10 @@ def _render(argv):
     patch = f"import types\nexec({LEAN_PATCHES!r}, types.ModuleType('lab_bench_lean').__dict__)"
     shared = (_start_kernel(books[0].parent, PRELOAD + "\n" + patch if lean else PRELOAD)
               if strategy in ("shared", "lean") else None)
-    from lab_utils.params import check_parameters
+    from lab_utils.params import check_values
 
     t_check = time.perf_counter()
-    check_parameters(load_weights=False, **params)
+    check_values(params)  # as render.sh: no TensorFlow in the parent
     print(f"parent: parameter check ok ({time.perf_counter() - t_check:.1f} s)", file=sys.stderr, flush=True)
     out = Path(args.out).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .architectures import (  # noqa: F401  (check_index, model_names: part of this module's API)
+    KERAS_APPLICATIONS, check_index, check_model_name, layer_error, model_names, no_feeder_error)
 from .config import CLASS_INDEX_PATH, LabError, ResourceMissingError, import_tensorflow_quietly, weights_dirs
 
 import_tensorflow_quietly()
-
-# name -> (keras.applications constructor, preprocess module name)
-_ARCHITECTURES = {
-    "vgg16": ("VGG16", "vgg16"),
-    "vgg19": ("VGG19", "vgg19"),
-}
 
 # Layers that pass channel c through as channel c (so the feeding conv layer
 # of a filter can be found across them).
@@ -33,17 +29,6 @@ _CHANNEL_PRESERVING = (
     "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Activation", "ReLU",
     "BatchNormalization", "Dropout", "SpatialDropout2D", "Cropping2D", "LeakyReLU",
 )
-
-
-def model_names() -> list[str]:
-    return sorted(_ARCHITECTURES)
-
-
-def _check_model_name(name: str) -> str:
-    key = str(name).lower()
-    if key not in _ARCHITECTURES:
-        raise LabError(f"unknown model {name!r}; valid: {', '.join(model_names())}")
-    return key
 
 
 # Where Keras' own download of ImageNet weights comes from and where it caches them.
@@ -86,7 +71,7 @@ def _build(key: str, include_top: bool, weights):
     if weights == "imagenet" and not keras_cached_weights(key, include_top).is_file() and not _download_reachable():
         # Fail before building: VGG16 with its top is 138M parameters (2 GB, 1 s) to throw away.
         raise ConnectionError(f"{_KERAS_WEIGHTS_HOST[0]} is not reachable and Keras has no cached copy")
-    ctor = getattr(keras.applications, _ARCHITECTURES[key][0])
+    ctor = getattr(keras.applications, KERAS_APPLICATIONS[key][0])
     # Without the top any input size works (visualizations use smaller images).
     shape = (224, 224, 3) if include_top else (None, None, 3)
     return ctor(include_top=include_top, weights=weights, input_shape=shape)
@@ -119,7 +104,7 @@ def load_model(name: str = "vgg16", include_top: bool = False, weights=None):
     Raises ``ResourceMissingError`` naming every place tried when none works.
     The same arguments return the same (cached) model object.
     """
-    key = _check_model_name(name)
+    key = check_model_name(name)
     if weights is not None:
         if str(weights) == "random":
             return _load_cached(key, include_top, None)
@@ -178,20 +163,9 @@ def get_conv_layer(model, layer_name: str):
     """The Conv2D layer named ``layer_name``, or a LabError listing valid names."""
     convs = conv_layers(model)
     names = [layer.name for layer in model.layers]
-    if layer_name not in names:
-        raise LabError(f"unknown layer {layer_name!r}; conv layers of {model.name}: {', '.join(convs)}")
     if layer_name not in convs:
-        raise LabError(f"layer {layer_name!r} is not a conv layer; conv layers of {model.name}: {', '.join(convs)}")
+        raise layer_error(layer_name, model.name, convs, is_layer=layer_name in names)
     return model.get_layer(layer_name)
-
-
-def check_index(value, size: int, what: str) -> int:
-    """A 0-based index in range(size), or a LabError saying the valid range."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise LabError(f"{what} must be an integer in 0..{size - 1} (0-based), got {value!r}")
-    if not 0 <= int(value) < size:
-        raise LabError(f"{what} {value} is out of range; valid: 0..{size - 1} (0-based)")
-    return int(value)
 
 
 def check_filter(model, layer_name: str, filter_index) -> int:
@@ -235,12 +209,7 @@ def feeding_layer(model, layer_name: str) -> str:
             )
         path.append(parent.name)
         parent = _inbound_layer(parent)
-    convs = conv_layers(model)
-    has_feeder = [n for n in convs if n != convs[0]]
-    raise LabError(
-        f"layer {layer_name!r} reads the model input directly: it has no feeding conv layer. "
-        f"Choose a later conv layer, e.g. {', '.join(has_feeder[:4])}"
-    )
+    raise no_feeder_error(layer_name, conv_layers(model))
 
 
 def describe_layers(model):
@@ -314,7 +283,7 @@ def preprocess(model, images):
     import keras
 
     key = getattr(model, "_lab_name", "vgg16")
-    module = getattr(keras.applications, _ARCHITECTURES.get(key, ("", "vgg16"))[1])
+    module = getattr(keras.applications, KERAS_APPLICATIONS.get(key, ("", "vgg16"))[1])
     return module.preprocess_input(images)
 
 

@@ -8,10 +8,12 @@ one-line ``LabError`` on a bad value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
-from .config import EMBEDDED_PROBE_DIR, LabError
+import numpy as np
+
+from .architectures import check_circuit
+from .config import LabError
 
 # name: (default, allowed python types, what it is)
 PARAMETERS = {
@@ -34,7 +36,9 @@ LIMITS = {"top_k": 1, "top_n": 1, "probe_limit": 1, "image_size": 32, "vis_size"
 
 
 def check_values(params: dict) -> dict:
-    """Names, types and ranges that need no model: returns the full parameter dict."""
+    """Every check that needs no TensorFlow: names, types, ranges, and the layer,
+    filter and ``top_k`` against the model's conv-layer table (``architectures``).
+    Returns the full parameter dict. ``render.sh`` runs this before anything starts."""
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise LabError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMETERS)}")
@@ -50,26 +54,20 @@ def check_values(params: dict) -> dict:
     if probe not in (None, "imagenet-mini") and not probe.startswith(("http://", "https://")) \
             and not Path(probe).expanduser().exists():
         raise LabError(f"probe_set {probe!r} does not exist; give None (embedded set), a folder, or 'imagenet-mini'")
+    check_circuit(full["model_name"], full["layer_name"], full["filter_index"], full["top_k"])
     return full
 
 
 def check_parameters(load_weights: bool = True, **params) -> "LabSetup":
     """Check every parameter and return the ``LabSetup`` that runs the lab with them.
 
-    ``load_weights=False`` checks against the architecture only (fast, offline),
-    which is what ``render.sh`` does before running anything.
+    ``load_weights=False`` builds the model with random weights (offline; tests).
     """
-    from .models import _check_model_name, check_filter, feeding_layer, load_model
+    from .models import feeding_layer, load_model
 
     full = check_values(params)
-    _check_model_name(full["model_name"])
     model = load_model(full["model_name"], weights=None if load_weights else "random")
-    check_filter(model, full["layer_name"], full["filter_index"])
-    feeder = feeding_layer(model, full["layer_name"])
-    n_in = model.get_layer(full["layer_name"]).kernel.shape[2]
-    if full["top_k"] > n_in:
-        raise LabError(f"top_k must be at most {n_in} (the input channels of {full['layer_name']}), got {full['top_k']}")
-    return LabSetup(params=full, model=model, feeder=feeder)
+    return LabSetup(params=full, model=model, feeder=feeding_layer(model, full["layer_name"]))
 
 
 @dataclass
@@ -108,15 +106,31 @@ class LabSetup:
             if p["probe_set"] == "imagenet-mini":
                 self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"])
             else:
-                self._memo["probe"] = load_probe_set(p["probe_set"] or EMBEDDED_PROBE_DIR, size=p["image_size"],
-                                                     limit=p["probe_limit"])
+                self._memo["probe"] = load_probe_set(p["probe_set"], size=p["image_size"], limit=p["probe_limit"])
         return self._memo["probe"]
 
-    def scan(self):
-        if "scan" not in self._memo:
-            from .probe import scan_images
+    def _probe_folder(self):
+        """The local folder the probe set is decoded from (None: embedded), or False for
+        imagenet-mini, a URL or a single file."""
+        source = self.params["probe_set"]
+        if source is None:
+            return None
+        if source == "imagenet-mini" or "://" in source or not Path(source).expanduser().is_dir():
+            return False
+        return source
 
-            self._memo["scan"] = scan_images(self.model, self.layer_name, self.probe())
+    def scan(self):
+        """The scan of the probe set at layer_name; a local folder's cached scan is served
+        from its files' hash without decoding the images (``probe.scan_folder``)."""
+        if "scan" not in self._memo:
+            from .probe import scan_folder, scan_images
+
+            folder = self._probe_folder()
+            if folder is False:
+                self._memo["scan"] = scan_images(self.model, self.layer_name, self.probe())
+            else:
+                self._memo["scan"] = scan_folder(self.model, self.layer_name, folder, size=self.image_size,
+                                                 limit=self.probe_limit)
         return self._memo["scan"]
 
     def top_classes(self):
@@ -134,7 +148,12 @@ class LabSetup:
         from .probe import activation_maps
 
         top = self.top_images().head(n)
-        images = self.probe().images[top["image"].to_numpy()]
+        if "probe" in self._memo or self._probe_folder() is False:
+            images = self.probe().images[top["image"].to_numpy()]
+        else:  # the scan may have come from the cache: decode just these n files
+            from .images import load_image
+
+            images = np.stack([load_image(src, self.image_size) for src in top["source"]])
         maps = activation_maps(self.model, self.layer_name, self.filter_index, images)
         titles = [f"#{r.rank} {r._3[:18]}\nmean act. {r.mean_activation:.1f}" for r in top.itertuples()]
         return images, maps, titles

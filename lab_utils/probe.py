@@ -4,7 +4,8 @@
 batches, and keeps the mean activation of **every** channel of the layer for
 every image: ranking another filter of the same layer is then a column lookup.
 Scans are cached on disk, keyed by the model's weights, the layer and the
-probe set's pixels.
+probe set's pixels; ``scan_folder`` keys a folder's scan by its files' bytes
+instead, so a cached scan is served without decoding the folder.
 
 Activation = the layer's output after its ReLU (what the next layer sees);
 "mean activation" of a filter on an image = the mean of its output map over
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import cache
-from .config import LabError, progress
-from .images import ProbeSet, load_probe_set
+from .config import EMBEDDED_PROBE_DIR, LabError, progress
+from .images import ProbeSet, folder_content_key, load_probe_set, probe_set_name
 from .models import check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
 
 
@@ -136,6 +138,36 @@ def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache:
     if use_cache:
         cache.save("scans", key, means=means)
     return Scan(name, layer_name, means, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name)
+
+
+def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int | None = None,
+                batch_size: int = 32, use_cache: bool = True) -> Scan:
+    """``scan_images`` of ``load_probe_set(folder, size, limit)`` (``folder=None``: the
+    embedded set), cached under the folder's files rather than its pixels.
+
+    The key is ``images.folder_content_key`` (every file's bytes and the decode
+    settings) plus the model's weights and the layer; the entry holds the rows
+    (labels, wnids, paths relative to the folder) with the means, so a hit returns
+    the Scan without decoding anything. A miss decodes the folder and scans it.
+    """
+    get_conv_layer(model, layer_name)
+    content = folder_content_key(folder, size, limit) if use_cache else None
+    root = Path(EMBEDDED_PROBE_DIR if folder is None else folder).expanduser()
+    name = getattr(model, "_lab_name", model.name)
+    if content is not None:
+        key = cache.cache_key(kind="scan-files", model=_fingerprint(model, layer_name), layer=layer_name,
+                              files=content)
+        hit = cache.load("scans", key)
+        if hit is not None:
+            return Scan(name, layer_name, hit["means"], [str(v) for v in hit["labels"]],
+                        [str(v) or None for v in hit["wnids"]], [str(root / str(v)) for v in hit["sources"]],
+                        probe_set_name(folder), from_cache=True)
+    scan = scan_images(model, layer_name, load_probe_set(folder, size=size, limit=limit), batch_size, use_cache)
+    if content is not None:
+        cache.save("scans", key, means=scan.means, labels=np.array(scan.labels, dtype=str),
+                   wnids=np.array([w or "" for w in scan.wnids], dtype=str),
+                   sources=np.array([Path(s).relative_to(root).as_posix() for s in scan.sources], dtype=str))
+    return scan
 
 
 def _check_scan_filter(scan: Scan, filter_index, top_n) -> tuple[int, int]:

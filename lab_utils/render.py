@@ -112,7 +112,9 @@ class RenderKernel:
     replaced by a fresh one before the next notebook.
     """
 
-    PRELOAD = "import lab_utils.models"  # TensorFlow loads once, before the first notebook
+    # Run by the kernel as it starts, before it answers: TensorFlow loads while the
+    # parent imports papermill and nbconvert. __import__ binds no name in the namespace.
+    PRELOAD = "__import__('lab_utils.models')"
     RESET = "get_ipython().reset(new_session=True)\nimport gc\ngc.collect()"
 
     def __init__(self, cwd: Path, kernel_name: str = "python3"):
@@ -120,6 +122,7 @@ class RenderKernel:
         self.used = False
 
     def start(self):
+        """Launch a kernel without waiting for it (the first notebook's client waits)."""
         # The async manager matters: with a blocking one, nbclient waits on output
         # messages with a blocking call and never notices that the kernel died.
         from jupyter_client.manager import AsyncKernelManager
@@ -128,8 +131,8 @@ class RenderKernel:
         self.shutdown()
         self.km = AsyncKernelManager(kernel_name=self.kernel_name)
         try:
-            run_sync(self.km.start_kernel)(cwd=str(self.cwd))
-            self._run(self.PRELOAD)
+            run_sync(self.km.start_kernel)(cwd=str(self.cwd),
+                                           extra_arguments=[f"--IPKernelApp.exec_lines={[self.PRELOAD]!r}"])
         except Exception:
             self.shutdown()
             raise
@@ -247,9 +250,9 @@ def main(argv=None) -> int:
             raise LabError(f"no notebooks found in {NOTEBOOK_DIR}")
         if args.cell_timeout < 1:
             raise LabError("--cell-timeout must be >= 1 second")
-        from .params import check_parameters
+        from .params import check_values
 
-        check_parameters(load_weights=False, **params)  # against the model graph, before any kernel starts
+        check_values(params)  # everything, layer and filter included, without TensorFlow: before any kernel starts
     except LabError as exc:
         print(f"render.sh: error: {exc}", file=sys.stderr)
         return 2

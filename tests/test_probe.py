@@ -212,3 +212,93 @@ def test_rankings_from_a_real_scan(tiny_model, probe_images):
         expected = {c: col[[i for i in range(9) if labels[i] == c]].mean() for c in "xyz"}
         assert list(classes["class"]) == sorted(expected, key=lambda c: (-expected[c], c))
         np.testing.assert_allclose(classes.mean_activation, [expected[c] for c in classes["class"]], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ scan_folder: cached by the files
+def _write_folder(folder, images):
+    from PIL import Image
+
+    folder.mkdir()
+    names = ["n01440764_tench", "n02123045_tabby", "plain_photo"]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{names[i % 3]}_{i}.png")
+    (folder / "README.txt").write_text("not an image")  # skipped by the decoder, hashed by the key
+    return folder
+
+
+def test_scan_folder_hit_needs_no_decoding_and_keeps_the_rows(tiny_model, probe_images, cache_tmp, tmp_path,
+                                                              monkeypatch):
+    folder = _write_folder(tmp_path / "probe", probe_images)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        decoded = lab_utils.load_probe_set(folder, size=32)
+    reference = lab_utils.scan_images(tiny_model, "c2", decoded, use_cache=False)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        first = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    assert first.from_cache is False
+    np.testing.assert_array_equal(first.means, reference.means)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached folder scan decoded images")
+
+    monkeypatch.setattr(probe, "load_probe_set", no_decoding)
+    monkeypatch.setattr(lab_utils.images, "load_image", no_decoding)
+    second = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    assert second.from_cache is True
+    np.testing.assert_array_equal(second.means, reference.means)
+    assert (second.labels, second.wnids, second.sources) == (reference.labels, reference.wnids, reference.sources)
+    assert second.wnids[0] == "n01440764" and second.wnids[-1] is None  # plain_photo_*: no wnid
+    assert second.probe_name == reference.probe_name == str(folder)
+    # another layer, size or limit is another entry (and would need decoding)
+    for kwargs in ({"layer_name": "c3"}, {"size": 40}, {"limit": 4}):
+        args = {"layer_name": "c2", "size": 32, **kwargs}
+        with pytest.raises(AssertionError, match="decoded images"):
+            probe.scan_folder(tiny_model, args.pop("layer_name"), folder, **args)
+
+
+def test_scan_folder_changed_file_is_a_miss_with_new_numbers(tiny_model, probe_images, cache_tmp, tmp_path):
+    from PIL import Image
+
+    folder = _write_folder(tmp_path / "probe", probe_images)
+    with pytest.warns(UserWarning):
+        first = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    target = sorted(p for p in folder.glob("*.png"))[3]
+    changed = np.asarray(Image.open(target)).copy()
+    changed[:12] = 255 - changed[:12]
+    Image.fromarray(changed).save(target)  # same name, other bytes
+    with pytest.warns(UserWarning):
+        second = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    assert second.from_cache is False
+    row = second.sources.index(str(target))
+    assert not np.allclose(second.means[row], first.means[row])
+    with pytest.warns(UserWarning):
+        expected = lab_utils.scan_images(tiny_model, "c2", lab_utils.load_probe_set(folder, size=32),
+                                         use_cache=False)
+    np.testing.assert_array_equal(second.means, expected.means)
+
+
+def test_scan_folder_without_cache_writes_nothing(tiny_model, probe_images, cache_tmp, tmp_path):
+    folder = _write_folder(tmp_path / "probe", probe_images)
+    with pytest.warns(UserWarning):
+        scan = probe.scan_folder(tiny_model, "c2", folder, size=32, use_cache=False)
+    assert scan.n_images == len(probe_images)
+    assert not list(cache_tmp.rglob("*.npz"))
+
+
+def test_lab_setup_top_image_maps_after_a_cached_scan(tiny_model, probe_images, cache_tmp, tmp_path):
+    # a later notebook gets the scan from the cache and decodes only the top images: same pixels
+    from lab_utils.params import DEFAULTS, LabSetup
+
+    folder = _write_folder(tmp_path / "probe", probe_images)
+    params = {**DEFAULTS, "layer_name": "c2", "filter_index": 1, "probe_set": str(folder), "image_size": 32,
+              "top_n": 4}
+    with pytest.warns(UserWarning):
+        LabSetup(params=params, model=tiny_model, feeder="c1").scan()  # fills the cache
+    later = LabSetup(params=params, model=tiny_model, feeder="c1")
+    images, maps, titles = later.top_image_maps(3)
+    assert later.scan().from_cache is True and "probe" not in later._memo
+    with pytest.warns(UserWarning):
+        decoded = lab_utils.load_probe_set(folder, size=32)
+    top = later.top_images().head(3)["image"].to_numpy()
+    np.testing.assert_array_equal(images, decoded.images[top])
+    np.testing.assert_allclose(maps, lab_utils.activation_maps(tiny_model, "c2", 1, decoded.images[top]))
+    assert len(titles) == 3
