@@ -9,11 +9,13 @@ Conventions (printed with the benchmark table):
 - **Scan**: the forward FLOPs of the truncated model, input to the layer's
   output, at the probe image size.
 - **Ascent step**: forward FLOPs of the layers that feed the target layer at
-  the visualization size, plus the target layer restricted to the requested
-  output channels (what ``render_channels`` computes), times 2: the backward
-  pass is taken with respect to the *input* only (no weight gradients), and
-  the input-gradient of a convolution costs as much as its forward pass.
-  The Fourier parameterization, jitter and Adam update are not counted.
+  the visualization size, times 2: the backward pass is taken with respect to
+  the *input* only (no weight gradients), and the input-gradient of a
+  convolution costs as much as its forward pass. The target layer itself is
+  not counted: ``render_channels`` gets the mean of a channel's output from
+  window sums of the layer's input (``featurevis.tap_window_sums``: one pass
+  over the input, no convolution). The Fourier parameterization, jitter and
+  Adam update are not counted either.
 """
 from __future__ import annotations
 
@@ -75,10 +77,9 @@ def scan_flops_per_image(model, layer_name: str, image_size: int) -> float:
 def ascent_flops_per_step(model, layer_name: str, n_channels: int, vis_size: int) -> float:
     """FLOPs of one ascent step for a batch of ``n_channels`` images (one per channel).
 
-    Each image goes forward through the layers feeding ``layer_name`` and
-    through ``n_channels`` output channels of it (``render_channels``
-    computes the requested channels for every image of the batch), then
+    Each image goes forward through the layers feeding ``layer_name`` (the
+    target layer's own mean output comes from window sums, not counted), then
     backward with respect to its input: 2x the forward count.
     """
-    per_image = chain_flops(model, layer_name, vis_size, last_channels=n_channels)
+    per_image = chain_flops(model, layer_name, vis_size, last_channels=0)
     return 2.0 * n_channels * per_image

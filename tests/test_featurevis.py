@@ -161,3 +161,55 @@ def test_start_spectrum_depends_only_on_seed_and_channel():
     np.testing.assert_array_equal(a[1], b[0])
     assert not np.array_equal(a[0], a[1])
     assert not np.array_equal(featurevis.start_spectrum([5], 32, seed=1)[0], b[0])
+
+
+# ------------------------------------------------------------------ objective without the convolution
+@pytest.mark.parametrize("kernel_size,padding,size", [
+    (3, "same", 9), (3, "valid", 9), (2, "same", 8), (4, "same", 7), (5, "valid", 6), (1, "same", 5),
+    (3, "same", 2),   # smaller than the kernel: no column is read by every tap
+    ((3, 5), "same", 6), ((2, 3), "valid", 5),
+])
+def test_window_sum_objective_equals_the_convolution_and_its_gradient(kernel_size, padding, size):
+    # the mean pre-ReLU output of channel c_i for image i, and its gradient with respect to the
+    # layer's input: tap_window_sums must give the convolution's numbers, edges and padding included
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.Conv2D(6, kernel_size, padding=padding)
+    layer.build((None, size, size + 1, 4))
+    rng = np.random.default_rng(3)
+    layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    channels = [5, 0, 2]
+    kernels = tf.constant(layer.kernel.numpy()[:, :, :, channels])
+    biases = tf.constant(rng.normal(size=3).astype("float32"))
+    x = tf.constant(rng.normal(size=(3, size, size + 1, 4)).astype("float32"))
+
+    def by_convolution(features):
+        pre = layer.convolution_op(features, kernels) + biases
+        return tf.linalg.diag_part(tf.reduce_mean(pre, axis=[1, 2]))
+
+    weights = tf.constant([1.0, -2.0, 0.5])  # a different weight per image checks the gradient's rows
+    grads = []
+    for fn in (by_convolution, lambda f: featurevis.channel_objective(f, layer, kernels, biases)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+            loss = tf.reduce_sum(value * weights)
+        grads.append((value.numpy(), tape.gradient(loss, x).numpy()))
+    (v_conv, g_conv), (v_sums, g_sums) = grads
+    assert featurevis._window_sums_apply(layer, x)
+    np.testing.assert_allclose(v_sums, v_conv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g_sums, g_conv, rtol=1e-5, atol=1e-6)
+
+
+def test_strided_layers_keep_the_convolution():
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.Conv2D(2, 3, strides=2, padding="same")
+    layer.build((None, 8, 8, 3))
+    assert not featurevis._window_sums_apply(layer, tf.zeros((1, 8, 8, 3)))
+    kernels = tf.constant(layer.kernel.numpy())
+    out = featurevis.channel_objective(tf.ones((2, 8, 8, 3)), layer, kernels, tf.zeros(2))
+    expected = tf.linalg.diag_part(tf.reduce_mean(layer.convolution_op(tf.ones((2, 8, 8, 3)), kernels), axis=[1, 2]))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)

@@ -128,6 +128,20 @@ def test_preprocess_is_vgg_bgr_mean_subtraction(tiny_model):
     np.testing.assert_allclose(out[0, 0, 0], [10 - 103.939, 0 - 116.779, 255 - 123.68], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["vgg16", "vgg19"])
+def test_preprocess_gives_exactly_keras_numbers(tiny_model, name):
+    # the kit writes it as reverse + add (cheap gradient); the numbers must be Keras' to the bit
+    import keras
+
+    px = np.random.default_rng(0).uniform(0, 255, (2, 5, 7, 3)).astype("float32")
+    tiny_model._lab_name = name
+    ours = np.asarray(models.preprocess(tiny_model, px.copy()))
+    theirs = np.asarray(getattr(keras.applications, name).preprocess_input(px.copy()))
+    np.testing.assert_array_equal(ours, theirs)
+    as_tensor = np.asarray(getattr(keras.applications, name).preprocess_input(keras.ops.convert_to_tensor(px)))
+    np.testing.assert_array_equal(ours, as_tensor)
+
+
 def test_model_fingerprint_tracks_weights(tiny_model, make_tiny):
     fp_all = models.model_fingerprint(tiny_model)
     fp_c2 = models.model_fingerprint(tiny_model, upto="c2")
