@@ -8,7 +8,9 @@ Organized like Lucid, in four small pieces:
   random pixels each step, so the result does not depend on pixel alignment.
 - **objective** (what is maximized): ``channel_objective`` is the mean over
   positions of the *pre-ReLU* output of channel c: its gradient is non-zero
-  even where the ReLU is off on the start image (no "dead start").
+  even where the ReLU is off on the start image (no "dead start"). Being a
+  mean of a convolution, it is computed from window sums of the layer's input
+  (``tap_window_sums``), without convolving.
 - **loop** (render): ``render_channels`` runs Adam on all requested channels
   in **one batch** with one ``tf.function``-compiled step.
 
