@@ -203,13 +203,20 @@ def _shared_copy(probe: ProbeSet) -> ProbeSet:
                     list(probe.skipped))
 
 
-def _folder_signature(source, size, limit, per_class):
-    """A key that changes whenever the folder's files change; None where not memoizable (URLs, lists)."""
+def local_folder(source) -> Path | None:
+    """The folder a probe-set source names (None: the embedded set), or None for URLs,
+    lists, single files and paths that do not exist."""
     folder = EMBEDDED_PROBE_DIR if source is None else source
     if isinstance(folder, (list, tuple)) or _is_url(folder):
         return None
     path = Path(folder).expanduser()
-    if not path.is_dir():
+    return path if path.is_dir() else None
+
+
+def _folder_signature(source, size, limit, per_class):
+    """A key that changes whenever the folder's files change; None where not memoizable (URLs, lists)."""
+    path = local_folder(source)
+    if path is None:
         return None
     try:
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -235,11 +242,8 @@ def folder_content_key(source=None, size: int = 224, limit: int | None = None,
     """
     import PIL
 
-    folder = EMBEDDED_PROBE_DIR if source is None else source
-    if isinstance(folder, (list, tuple)) or _is_url(folder):
-        return None
-    path = Path(folder).expanduser()
-    if not path.is_dir():
+    path = local_folder(source)
+    if path is None:
         return None
     files, class_folder = list_image_files(path)
     h = hashlib.sha256(repr((DECODE_VERSION, PIL.__version__, size, limit, per_class, class_folder)).encode())

@@ -112,10 +112,10 @@ class LabSetup:
     def _probe_folder(self):
         """The local folder the probe set is decoded from (None: embedded), or False for
         imagenet-mini, a URL or a single file."""
+        from .images import local_folder
+
         source = self.params["probe_set"]
-        if source is None:
-            return None
-        if source == "imagenet-mini" or "://" in source or not Path(source).expanduser().is_dir():
+        if source == "imagenet-mini" or local_folder(source) is None:
             return False
         return source
 
