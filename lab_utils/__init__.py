@@ -8,6 +8,7 @@ One module per stage of the lab:
 - ``featurevis``: batched gradient-ascent feature visualization (steps 2, 4);
 - ``circuits``: single-channel filters, norms, categories (step 3, 5);
 - ``plots``: every figure of the lab;
+- ``architectures``: the VGG conv-layer tables (checks without TensorFlow);
 - ``params``: the notebooks' parameter checks; ``render``/``submissions``:
   the HTML rendering commands.
 
