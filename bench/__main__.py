@@ -11,7 +11,7 @@ Rows (all in one run; ratios compare numbers of this run only):
           at two layers, as a fraction of the bound, and against the naive
           loop (open one image, ``model.predict`` it, repeat);
   rerank  ranking another filter of the same layer once the scan is cached;
-  ascent  seconds per Adam step and GFLOP/s of ``render_channels`` (best of 3): the filter,
+  ascent  seconds per Adam step and GFLOP/s of ``render_channels`` (best of 5, as the bound): the filter,
           the filter with its neighbours, its ten channels batched and one at a time;
   render  wall time and peak memory of ``./render.sh`` cold (empty cache), warm,
           and warm with another filter of the same layer.
@@ -52,7 +52,7 @@ class Sizes:
     layers: tuple
     render_args: tuple
     other_filter: int = 7  # render.sh's documented example: ./render.sh -p filter_index 7
-    ascent_repeat: int = 3  # each ascent row is the best of this many timed calls
+    ascent_repeat: int = 5  # each ascent row is the best of this many timed calls (the bound: best of 5)
 
 
 FULL = Sizes(matmul=(2048, 3072, 4000, 4096), n_images=None, naive_images=50, vis_size=128, steps=64,
@@ -501,8 +501,8 @@ Conventions:
   jitter and Adam are not counted. Seconds per step = wall time of a
   `render_channels(..., use_cache=False)` call after a 1-step call that traced
   it, divided by the steps (so the start/end objective is included); the best
-  of 3 such calls, as the bound is the best of 5 (one-at-a-time rows: the best
-  of 3 passes over all channels).
+  of 5 such calls, as the bound is the best of 5 (one-at-a-time rows: the best
+  of 5 passes over all channels).
 - **Render**: `./render.sh` as a subprocess with its own `LAB_CACHE_DIR`
   (emptied before the cold run); peak memory is the largest sum of the RSS of
   the render process and all its descendants (kernels), polled every 0.2 s
@@ -510,7 +510,7 @@ Conventions:
 - **Compute of a render**: the scan of 1000 images at `block3_conv1` plus the two
   batched ascents the notebooks run (filter + 8 neighbours at `block3_conv1`,
   the ten channels at the feeding layer), measured in this process (the ascents:
-  their best-of-3 times, the stricter side for the render's ratio), tracing
+  their best-of-5 times, the stricter side for the render's ratio), tracing
   excluded. Re-rank: `scan_images` served from the cache (probe and model
   fingerprints + file read) + `rank_classes` + `rank_images` for another filter.
 """

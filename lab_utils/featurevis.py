@@ -40,7 +40,7 @@ DEFAULT_STEPS = 64      # Adam steps
 LEARNING_RATE = 0.05    # Adam on the Fourier coefficients (Lucid's default)
 JITTER = 8              # maximum roll, pixels
 SPECTRUM_SD = 0.01      # std of the random start spectrum
-VIS_VERSION = "fourier-v2"  # part of the cache key: bump when the recipe or its numerics change
+VIS_VERSION = "fourier-v3"  # part of the cache key: bump when the recipe or its numerics change
 
 
 # ------------------------------------------------------------ parameterization
@@ -81,7 +81,11 @@ def jitter(images, shift):
 
 
 def jitter_offsets(steps: int, seed: int) -> np.ndarray:
-    return np.random.default_rng([int(seed), 7919]).integers(-JITTER, JITTER + 1, size=(steps, 2)).astype(np.int32)
+    """(steps, 2) int32 rolls (dy, dx); the first is (0, 0), so the first step's
+    objective is the objective of the start image (no extra forward pass for it)."""
+    offsets = np.random.default_rng([int(seed), 7919]).integers(-JITTER, JITTER + 1, size=(steps, 2))
+    offsets[0] = 0
+    return offsets.astype(np.int32)
 
 
 # ------------------------------------------------------------ objective
@@ -280,14 +284,15 @@ def render_channels(model, layer_name: str, channels, size: int = DEFAULT_SIZE, 
         biases = tf.constant(layer.bias.numpy()[todo] if layer.use_bias else np.zeros(len(todo), np.float32))
         spectrum = tf.constant(start_spectrum(todo, size, seed))
         start_rgb = fourier_rgb(spectrum, scale).numpy()
-        obj_start = objective(spectrum, scale, kernels, biases, tf.zeros(2, tf.int32)).numpy()
         m = tf.zeros_like(spectrum)
         v = tf.zeros_like(spectrum)
         shifts = jitter_offsets(steps, seed)
         label = desc or f"ascent {layer_name} x{len(todo)}"
         for i in progress(range(steps), desc=label, unit="step"):
-            spectrum, m, v, _ = step(spectrum, m, v, tf.constant(i + 1, tf.float32), scale, kernels, biases,
-                                     tf.constant(shifts[i]))
+            spectrum, m, v, obj = step(spectrum, m, v, tf.constant(i + 1, tf.float32), scale, kernels, biases,
+                                       tf.constant(shifts[i]))
+            if i == 0:  # evaluated on the start spectrum, unshifted
+                obj_start = obj.numpy()
         rgb = fourier_rgb(spectrum, scale).numpy()
         obj_end = objective(spectrum, scale, kernels, biases, tf.zeros(2, tf.int32)).numpy()
         for j, c in enumerate(todo):

@@ -64,6 +64,11 @@ def test_objective_is_the_mean_pre_relu_output(tiny_model):
     pre = sub.predict(x, verbose=0).mean(axis=(1, 2))
     # uint8 rounding of the image changes the value a little
     np.testing.assert_allclose([pre[0, 0], pre[1, 2]], v.objective_end, rtol=0.05, atol=0.05)
+    # the start value (taken from the first, unshifted step) is the start image's
+    x0 = lab_utils.preprocess(tiny_model, v.start_images.astype("float32"))
+    pre0 = sub.predict(x0, verbose=0).mean(axis=(1, 2))
+    np.testing.assert_allclose([pre0[0, 0], pre0[1, 2]], v.objective_start, rtol=0.05, atol=0.05)
+    assert (featurevis.jitter_offsets(5, seed=3)[0] == 0).all() and featurevis.jitter_offsets(5, 3)[1:].any()
 
 
 def test_dead_start_filter_still_rises(tiny_model):
