@@ -523,7 +523,8 @@ Conventions:
   batched ascents the notebooks run (filter + 8 neighbours at `block3_conv1`,
   the ten channels at the feeding layer), measured in this process, tracing
   excluded; the ascents at their median time over the 5 calls, because a render
-  runs each once (its ratio to the best-call compute is shown too). Re-rank: `scan_images` served from the cache (probe and model
+  runs each once (its ratio to the best-call compute is shown too).
+- **Re-rank**: `scan_images` served from the cache (probe and model
   fingerprints + file read) + `rank_classes` + `rank_images` for another filter.
 """
 

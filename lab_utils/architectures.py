@@ -5,7 +5,7 @@ VGG16 and VGG19 are fixed graphs: five blocks of 3x3 convolutions (64, 128,
 layer name, a filter index and ``top_k`` can be checked without TensorFlow,
 which is what ``render.sh`` does before it starts anything (importing
 TensorFlow and building a model costs ~7 s on a laptop CPU).
-``tests/test_models.py`` checks this table against the Keras graphs.
+``tests/test_architectures.py`` checks this table against the Keras graphs.
 
 This module also holds the index and layer-name checks that ``models`` applies
 to any Keras model, so that both paths give the same messages.

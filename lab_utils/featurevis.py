@@ -109,7 +109,8 @@ def channel_objective(features, layer, kernels, biases):
 
 
 def _window_sums_apply(layer, features) -> bool:
-    return (features.shape[1] is not None and features.shape[2] is not None and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
+    return (features.shape[1] is not None and features.shape[2] is not None
+            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
             and layer.padding in ("same", "valid") and layer.data_format == "channels_last"
             and getattr(layer, "groups", 1) == 1)
 
