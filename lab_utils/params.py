@@ -148,7 +148,7 @@ class LabSetup:
         from .probe import activation_maps
 
         top = self.top_images().head(n)
-        if "probe" in self._memo or self._probe_folder() is False:
+        if "probe" in self._memo:  # decoded already (always so where the scan was not a folder's)
             images = self.probe().images[top["image"].to_numpy()]
         else:  # the scan may have come from the cache: decode just these n files
             from .images import load_image

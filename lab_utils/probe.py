@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .config import EMBEDDED_PROBE_DIR, LabError, progress
-from .images import ProbeSet, folder_content_key, load_probe_set, probe_set_name
+from .config import LabError, progress
+from .images import ProbeSet, folder_content_key, load_probe_set, local_folder, probe_set_name
 from .models import check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
 
 
@@ -151,8 +151,8 @@ def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int
     the Scan without decoding anything. A miss decodes the folder and scans it.
     """
     get_conv_layer(model, layer_name)
-    content = folder_content_key(folder, size, limit) if use_cache else None
-    root = Path(EMBEDDED_PROBE_DIR if folder is None else folder).expanduser()
+    root = local_folder(folder)
+    content = folder_content_key(folder, size, limit) if use_cache and root is not None else None
     name = getattr(model, "_lab_name", model.name)
     if content is not None:
         key = cache.cache_key(kind="scan-files", model=_fingerprint(model, layer_name), layer=layer_name,
