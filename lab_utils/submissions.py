@@ -3,23 +3,36 @@
     ./render.sh --submissions hand-ins/ [--out build/submissions] [--execute]
                 [--timeout S] [--cell-timeout S] [--jobs N]
 
-Every ``.ipynb`` under the folder is one submission.  By default each notebook is
+Every ``.ipynb`` under the folder is one submission (``handins``: discovery and
+names; symbolic links are listed, never followed).  By default each notebook is
 converted as submitted (no code runs).  With ``--execute`` each one runs on a
 *copy* in a fresh temporary folder, in its own process, with a per-cell and a
-total timeout; errors are recorded, not fatal.  The originals are only ever read.
+total timeout (``student_kernel``); errors are recorded, not fatal.  The
+originals are only ever read.  Pages are written by ``pages`` (offline, with a
+Content-Security-Policy, sanitized).
+
+Per hand-in, two short-lived worker processes (``python -m lab_utils.submissions
+--one -``, settings on stdin, never in a file or a command line):
+
+1. with ``--execute``, the *run* worker, in the hand-in's workroot, started with
+   the kernel's allow-list environment: it executes the copy and leaves
+   ``run.json`` and the executed notebook there. The parent kills it, and every
+   process of that workroot, at ``--timeout`` plus ``KILL_MARGIN`` seconds;
+2. the *page* worker (no student code runs anywhere by then): it classifies the
+   submitted bytes, bounds the outputs and writes the page.
 
 Statuses written to the index (exact words):
 ``ok``, ``errors in N cells`` (``errors in 1 cell``), ``timed out``, ``kernel died``,
-``not a valid notebook``, ``empty``, and, rarely, ``too large`` (file over the
-read limit) or ``grader error`` (a bug or a crash of the grading process itself).
-Annotations such as ``old nbformat (converted)`` or ``outputs truncated`` go in
-the notes column and do not change the status.
+``not a valid notebook``, ``empty``, ``symbolic link (not followed)``, and, rarely,
+``too large`` (file over the read limit) or ``grader error`` (a bug or a crash of
+the grading process itself).  Annotations such as ``old nbformat (converted)`` or
+``outputs truncated`` go in the notes column and do not change the status.
 
 Exit status: 0 when every submission is ``ok``, 1 when any is not (after all of
 them were processed), 2 for a usage error.
 
-This module must stay light: it imports no TensorFlow and no other ``lab_utils``
-module.  nbformat/nbclient/nbconvert are imported lazily, in the worker.
+This module must stay light: it imports no TensorFlow and no lab_utils module
+that does.  nbformat/nbclient/nbconvert are imported lazily, in the workers.
 """
 
 from __future__ import annotations
@@ -27,24 +40,26 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import hashlib
 import html
 import json
 import math
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import unicodedata
 import urllib.parse
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from .handins import (  # noqa: F401  (discover, slugify: part of this module's API)
+    Submission, assign_names, discover, scan, shown, slugify)
+from .pages import document, inject_banner, notebook_html, simple_page, write_text_atomic
+from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
+    COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
+    kernel_env, kill_group, kill_processes_of, make_workroot, marker_output, read_nofollow, rmtree_hard,
+    run_with_hard_timeout, write_notebook_atomic)
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +70,7 @@ KERNEL_DIED = "kernel died"
 INVALID = "not a valid notebook"
 EMPTY = "empty"
 TOO_LARGE = "too large"
+LINK = "symbolic link (not followed)"
 GRADER_ERROR = "grader error"
 OLD_FORMAT_NOTE = "old nbformat (converted)"
 TRUNCATED_NOTE = "outputs truncated"
@@ -68,140 +84,29 @@ def errors_status(n: int) -> str:
 _ERRORS_RE = re.compile(r"^errors in \d+ cells?$")
 
 # --- limits ----------------------------------------------------------------------
-TEXT_LIMIT = 20_000  # characters kept of one text output (stream, text/plain, traceback)
 RICH_TEXT_LIMIT = 500_000  # text/html, svg, json... over this are dropped (not cut mid-tag)
 IMAGE_LIMIT = 2_000_000  # base64 characters of one image; larger ones are dropped
 SOURCE_LIMIT = 200_000  # characters of one cell's source shown
 NOTEBOOK_OUTPUT_BUDGET = 20_000_000  # characters of outputs kept per notebook page
-EXEC_CELL_BUDGET = 20_000_000  # output characters kept per cell while running
-EXEC_MAX_OUTPUTS = 2_000  # outputs kept per cell while running
 MAX_FILE_BYTES = 256 * 2**20  # notebooks larger than this are not read at all
-COPY_LIMIT_BYTES = 200 * 2**20  # data files copied next to an executed notebook
-COPY_MAX_FILES = 5_000
-HARD_KILL_MARGIN = 60.0  # seconds beyond --timeout before the worker's process group is killed
+# Seconds beyond --timeout before the run worker's process group is killed: the worker
+# stops the kernel itself at --timeout and needs a moment to save the notebook.
+KILL_MARGIN = 5.0
+KILL_GRACE = 2.0  # seconds between the SIGTERM (the worker saves the notebook) and the SIGKILL
+RENDER_TIMEOUT = 600.0  # seconds the page worker may take (no student code runs then)
 
 DEFAULT_OUT = "build/submissions"
 DEFAULT_TIMEOUT = 900.0
 DEFAULT_CELL_TIMEOUT = 300.0
 DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
 
-# Folders that are never submissions (Jupyter autosaves, macOS zip debris, VCS).
-SKIP_DIRS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git", ".svn", ".hg"}
-RESERVED_SLUGS = {"index"}
 MANIFEST = ".submissions-manifest.json"
-
-# Where untrusted code is sent when it honours proxy settings: the discard port.
-DEAD_PROXY = "http://127.0.0.1:9"
-_SECRET_NAME_RE = re.compile(
-    r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE|AUTH", re.IGNORECASE
-)
-_SECRET_PREFIXES = (
-    "AWS_", "AZURE_", "GOOGLE_", "GCLOUD", "GH_", "GITHUB_", "GITLAB_", "KAGGLE_",
-    "HF_", "HUGGING", "OPENAI", "ANTHROPIC", "SSH_", "GPG_", "JPY_",
-)
-
-
-# =================================================================================
-# Discovery and naming
-# =================================================================================
-
-
-@dataclass
-class Submission:
-    rel: str  # path relative to DIR, posix style
-    name: str  # display name (untrusted: escape before use)
-    slug: str  # file-name-safe page name, without ".html"
-    notes: list[str] = field(default_factory=list)
-
-
-def discover(root: Path) -> tuple[list[str], list[str]]:
-    """Return (notebooks, ignored) as sorted posix paths relative to *root*.
-
-    Hidden files and folders, ``.ipynb_checkpoints`` and ``__MACOSX`` are skipped
-    (listed as ignored); symlinked folders are not followed.
-    """
-    notebooks: list[str] = []
-    ignored: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        keep = []
-        for d in sorted(dirnames):
-            if d in SKIP_DIRS or d.startswith("."):
-                ignored.append((here / d).relative_to(root).as_posix() + "/")
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        for f in sorted(filenames):
-            p = here / f
-            rel = p.relative_to(root).as_posix()
-            if not f.startswith(".") and f.lower().endswith(".ipynb") and p.is_file():
-                notebooks.append(rel)
-            else:
-                ignored.append(rel)
-    return sorted(notebooks), sorted(ignored)
-
-
-def _strip_ipynb(name: str) -> str:
-    return name[: -len(".ipynb")] if name.lower().endswith(".ipynb") else name
-
-
-def slugify(name: str) -> str:
-    """A file-name-safe version of *name*: letters, digits, '-', '_', '.' only."""
-    s = unicodedata.normalize("NFKD", name)
-    s = "".join(c for c in s if not unicodedata.combining(c))
-    s = s.replace("/", "__")
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", s)
-    s = s.lstrip(".-")[:80].rstrip(".")
-    if not re.search(r"[A-Za-z0-9]", s):
-        s = "student-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return s
-
-
-def assign_names(rels: list[str]) -> list[Submission]:
-    """Student names and page names for the notebooks at *rels* (relative paths).
-
-    ``alice/lab.ipynb`` -> ``alice``; ``bob.ipynb`` -> ``bob``; deeper paths use the
-    first folder.  When several notebooks would get the same name, each is named
-    by its path instead (``alice/lab``, ``alice/lab_v2``), with a note.  Page names
-    are sanitised and made unique (case-insensitively; ``index`` is reserved) by
-    a ``-2``, ``-3``... suffix, deterministically in path order.
-    """
-    rels = sorted(rels)
-    keys = {}
-    for rel in rels:
-        parts = PurePosixPath(rel).parts
-        keys[rel] = parts[0] if len(parts) > 1 else _strip_ipynb(parts[0])
-    counts: dict[str, int] = {}
-    for k in keys.values():
-        counts[k] = counts.get(k, 0) + 1
-    used: set[str] = set()
-    subs = []
-    for rel in rels:
-        key = keys[rel]
-        notes = []
-        if counts[key] > 1:
-            name = _strip_ipynb(rel)
-            notes.append(
-                f"duplicate name: {counts[key]} notebooks share the name {key!r}; "
-                "each is named by its path"
-            )
-        else:
-            name = key
-        base = slugify(name)
-        slug, k = base, 1
-        while slug.lower() in used or slug.lower() in RESERVED_SLUGS:
-            k += 1
-            slug = f"{base}-{k}"
-        if slug != base:
-            notes.append(f"page renamed to {slug}.html to avoid a clash")
-        used.add(slug.lower())
-        subs.append(Submission(rel=rel, name=name, slug=slug, notes=notes))
-    return subs
 
 
 # =================================================================================
 # Reading and bounding notebooks (worker side; nbformat imported lazily)
 # =================================================================================
+
 
 
 @dataclass
@@ -336,10 +241,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _marker_stream(text: str):
-    import nbformat
-
-    return nbformat.v4.new_output("stream", name="stderr", text=text)
+_marker_stream = marker_output
 
 
 def _bound_bundle(data: dict) -> int:
@@ -466,297 +368,9 @@ def bound_notebook(nb) -> int:
     return cuts
 
 
-# =================================================================================
-# Executing a copy (worker side)
-# =================================================================================
-
-
-def kernel_env(workroot: Path, base: dict | None = None) -> dict:
-    """Environment for a student's kernel.
-
-    Inherits PATH and the rest (so the kit's venv python runs), minus variables
-    that look like credentials; HOME, TMPDIR and the caches point into the
-    throw-away *workroot*; proxies point at a closed local port so well-behaved
-    HTTP clients cannot reach the network (raw sockets still can: no sandbox).
-    """
-    base = dict(os.environ if base is None else base)
-    env = {
-        k: v
-        for k, v in base.items()
-        if not _SECRET_NAME_RE.search(k) and not k.upper().startswith(_SECRET_PREFIXES)
-    }
-    home = workroot / "home"
-    tmp = workroot / "tmp"
-    cfg = home / ".config"
-    cache = home / ".cache"
-    env.update(
-        HOME=str(home),
-        TMPDIR=str(tmp),
-        TMP=str(tmp),
-        TEMP=str(tmp),
-        XDG_CONFIG_HOME=str(cfg),
-        XDG_CACHE_HOME=str(cache),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        IPYTHONDIR=str(home / ".ipython"),
-        MPLCONFIGDIR=str(cfg / "matplotlib"),
-        MPLBACKEND="Agg",
-        KERAS_HOME=str(home / ".keras"),
-        KAGGLE_CONFIG_DIR=str(home / ".kaggle"),
-        KAGGLEHUB_CACHE=str(cache / "kagglehub"),
-        HF_HOME=str(cache / "huggingface"),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PIP_NO_INDEX="1",
-        PYTHONDONTWRITEBYTECODE="1",
-        LAB_PROGRESS="0",
-        # A cache per submission: no student reads results cached by another
-        # (or poisons the instructor's cache).
-        LAB_CACHE_DIR=str(cache / "lab"),
-    )
-    for var in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
-        env[var] = env[var.upper()] = DEAD_PROXY
-    env["no_proxy"] = env["NO_PROXY"] = ""
-    old = base.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + old if old else "")
-    return env
-
-
-def _seed_matplotlib_cache(dest: Path) -> None:
-    """Copy the instructor's matplotlib font list so each kernel skips a slow rebuild."""
-    candidates = []
-    if os.environ.get("MPLCONFIGDIR"):
-        candidates.append(Path(os.environ["MPLCONFIGDIR"]))
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    candidates.append(Path(xdg) / "matplotlib")
-    for c in candidates:
-        try:
-            for f in c.glob("fontlist-*.json"):
-                dest.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dest / f.name)
-            return
-        except OSError:
-            continue
-
-
-def copy_student_files(src: Path, root: Path, dest: Path) -> list[str]:
-    """Copy the data files beside *src* (its folder, recursively) into *dest*.
-
-    Nothing is copied for a notebook directly in *root* (its neighbours belong to
-    other students); other notebooks, symlinks and special files are skipped.
-    Only contents are copied (shutil.copyfile): the originals are only read.
-    """
-    notes: list[str] = []
-    parent = src.parent
-    try:
-        if parent.resolve() == root.resolve():
-            return notes
-    except OSError:
-        return notes
-    total = count = skipped = 0
-    for dirpath, dirnames, filenames in os.walk(parent):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for f in sorted(filenames):
-            p = Path(dirpath) / f
-            if f.lower().endswith(".ipynb") or p.is_symlink() or not p.is_file():
-                continue
-            try:
-                size = p.stat().st_size
-                if total + size > COPY_LIMIT_BYTES or count >= COPY_MAX_FILES:
-                    skipped += 1
-                    continue
-                target = dest / p.relative_to(parent)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, target)
-                total += size
-                count += 1
-            except OSError:
-                skipped += 1
-    if skipped:
-        notes.append(f"{skipped} data file(s) not copied for the run")
-    return notes
-
-
-def _make_client_class():
-    from nbclient import NotebookClient
-
-    class BoundedClient(NotebookClient):
-        """NotebookClient that keeps memory bounded while a cell streams output."""
-
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self._dropped_chars: dict[int, int] = {}
-            self._cell_bytes: dict[int, int] = {}
-            self._dropped_outputs: dict[int, int] = {}
-            self.cuts = 0  # outputs cut while they streamed
-
-        def output(self, outs, msg, display_id, cell_index):
-            parent = msg["parent_header"].get("msg_id")
-            if self.output_hook_stack[parent]:
-                return super().output(outs, msg, display_id, cell_index)
-            content = msg.get("content", {})
-            if msg["msg_type"] == "stream":
-                text = content.get("text", "")
-                last = outs[-1] if outs else None
-                if (
-                    not self.clear_before_next_output
-                    and last is not None
-                    and last.get("output_type") == "stream"
-                    and last.get("name") == content.get("name")
-                ):
-                    room = TEXT_LIMIT - len(last["text"])
-                    if room >= len(text):
-                        last["text"] += text
-                    else:
-                        if room > 0:
-                            last["text"] += text[:room]
-                        self._dropped_chars[id(last)] = (
-                            self._dropped_chars.get(id(last), 0) + len(text) - max(room, 0)
-                        )
-                    return last
-            # A new output: bounded in total size and in number per cell.
-            try:
-                size = min(len(json.dumps(content.get("data", content))), TEXT_LIMIT + 100)
-            except (TypeError, ValueError):
-                size = 0
-            used = self._cell_bytes.get(cell_index, 0)
-            if used + size > EXEC_CELL_BUDGET or len(outs) >= EXEC_MAX_OUTPUTS:
-                self._dropped_outputs[cell_index] = self._dropped_outputs.get(cell_index, 0) + 1
-                return None
-            self._cell_bytes[cell_index] = used + size
-            out = super().output(outs, msg, display_id, cell_index)
-            if (out is not None and out.get("output_type") == "stream"
-                    and len(out.get("text", "")) > TEXT_LIMIT):
-                self._dropped_chars[id(out)] = len(out["text"]) - TEXT_LIMIT
-                out["text"] = out["text"][:TEXT_LIMIT]
-            return out
-
-        def flush_markers(self, cell, cell_index) -> None:
-            for out in cell.get("outputs", []):
-                n = self._dropped_chars.pop(id(out), 0)
-                if n:
-                    out["text"] += f"\n[... {n:,} characters truncated by the grader ...]\n"
-                    self.cuts += 1
-            n = self._dropped_outputs.pop(cell_index, 0)
-            if n:
-                self.cuts += 1
-                cell.outputs.append(
-                    _marker_stream(
-                        f"[... {n} more output(s) dropped by the grader: over "
-                        f"{_mb(EXEC_CELL_BUDGET)} or {EXEC_MAX_OUTPUTS:,} outputs in this cell ...]\n"
-                    )
-                )
-
-    return BoundedClient
-
-
-def execute_copy(nb, spec: dict, t0: float) -> dict:
-    """Run *nb* (a parsed copy) in a fresh working folder. Returns run info.
-
-    The notebook is modified in place (outputs of this run).  Keys of the result:
-    ``timed_out`` (None, "cell" or "total"), ``died`` (bool), ``stopped_at``
-    (1-based cell number or None), ``notes`` (list), ``error`` (str: the kernel
-    could not be started), ``cuts`` (outputs truncated while they streamed).
-    """
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    info: dict = {"timed_out": None, "died": False, "stopped_at": None, "notes": [], "error": "",
-                  "cuts": 0}
-    src = Path(spec["src"])
-    workroot = Path(spec["workroot"])
-    work = workroot / "work"
-    for sub in ("work", "home", "tmp", "runtime"):
-        (workroot / sub).mkdir(parents=True, exist_ok=True)
-    info["notes"] += copy_student_files(src, Path(spec["root"]), work)
-    shutil.copyfile(src, work / src.name)  # the student's own file, for code that reads it
-    _seed_matplotlib_cache(workroot / "home" / ".config" / "matplotlib")
-    # Connection files of this kernel go to the throw-away folder too.
-    os.environ["JUPYTER_RUNTIME_DIR"] = str(workroot / "runtime")
-
-    for cell in nb.cells:  # stored outputs must not pass for this run's
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-
-    total = float(spec["timeout"])
-    cell_timeout = float(spec["cell_timeout"])
-    deadline = t0 + total
-    Client = _make_client_class()
-    client = Client(
-        nb,
-        kernel_name="python3",
-        allow_errors=True,
-        timeout=max(1, math.ceil(min(cell_timeout, total))),
-        startup_timeout=max(5, math.ceil(min(60.0, total))),
-        shutdown_kernel="immediate",
-        coalesce_streams=True,
-        record_timing=False,
-        resources={"metadata": {"path": str(work)}},
-    )
-    client.on_cell_executed = lambda cell, cell_index, **kw: client.flush_markers(cell, cell_index)
-    env = kernel_env(workroot)
-    try:
-        with client.setup_kernel(env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
-            pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
-            if pid and spec.get("kernel_pid_file"):
-                Path(spec["kernel_pid_file"]).write_text(str(pid))
-            for idx, cell in enumerate(nb.cells):
-                if cell.cell_type != "code" or not cell.source.strip():
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining < 1:
-                    info["timed_out"] = "total"
-                    info["stopped_at"] = idx + 1
-                    break
-                per_cell = min(cell_timeout, remaining)
-                client.timeout = max(1, math.ceil(per_cell))
-                try:
-                    client.execute_cell(cell, idx)
-                except CellTimeoutError:
-                    client.flush_markers(cell, idx)
-                    which = "cell" if cell_timeout <= remaining else "total"
-                    info["timed_out"] = which
-                    info["stopped_at"] = idx + 1
-                    limit = (
-                        f"the per-cell timeout of {_secs(cell_timeout)}"
-                        if which == "cell"
-                        else f"the total timeout of {_secs(total)}"
-                    )
-                    cell.outputs.append(
-                        _marker_stream(
-                            f"[grader] This cell was stopped: it reached {limit}. "
-                            "Later cells were not run.\n"
-                        )
-                    )
-                    break
-                except DeadKernelError:
-                    client.flush_markers(cell, idx)
-                    info["died"] = True
-                    info["stopped_at"] = idx + 1
-                    cell.outputs.append(
-                        _marker_stream(
-                            "[grader] The kernel died while running this cell (the code may "
-                            "have called os._exit(), crashed the interpreter or run out of "
-                            "memory). Later cells were not run.\n"
-                        )
-                    )
-                    break
-    except (CellTimeoutError, DeadKernelError):  # raised while shutting down: keep results
-        pass
-    except Exception as e:  # kernel did not start, or a jupyter error
-        if not (info["died"] or info["timed_out"]):
-            info["error"] = f"{type(e).__name__}: {e}"
-    info["cuts"] = client.cuts
-    return info
-
-
-def _secs(s: float) -> str:
-    return f"{s:g} s"
-
 
 # =================================================================================
-# Pages
+# Student pages
 # =================================================================================
 
 _STATUS_CLASS = {OK: "ok", TIMED_OUT: "fail", KERNEL_DIED: "fail", INVALID: "bad",
@@ -799,22 +413,6 @@ def banner_html(spec: dict, status: str, notes: list[str], message: str) -> str:
     return "".join(bits)
 
 
-def inject_banner(page: str, banner: str) -> str:
-    m = re.search(r"<body[^>]*>", page)
-    if not m:
-        return banner + page
-    return page[: m.end()] + "\n" + banner + page[m.end():]
-
-
-def simple_page(title: str, banner: str, body: str) -> str:
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title></head>\n<body style=\"margin:0\">\n{banner}\n"
-        f"<div style=\"padding:0 16px;font:14px/1.45 system-ui,sans-serif\">{body}</div>\n"
-        "</body></html>\n"
-    )
-
-
 def preview_html(data: bytes, limit: int = 3_000) -> str:
     """An escaped look at the first bytes of a file that is not a notebook."""
     head = data[: limit * 4]
@@ -853,103 +451,11 @@ def fallback_notebook_html(nb) -> str:
     return "".join(parts)
 
 
-_SAFE_TAGS = [
-    "a", "abbr", "b", "blockquote", "br", "caption", "center", "cite", "code", "col",
-    "colgroup", "dd", "del", "details", "div", "dl", "dt", "em", "figcaption", "figure",
-    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol",
-    "p", "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "summary",
-    "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var",
-]
-_SAFE_ATTRS = {"class", "id", "title", "alt", "align", "valign", "colspan", "rowspan",
-               "width", "height", "border", "start", "style", "name"}
-_STYLE_BLOCK_RE = re.compile(r"<style\b[^>]*>.*?</style\s*>", re.IGNORECASE | re.DOTALL)
-_BASE64_RE = re.compile(r"^[A-Za-z0-9+/=\s]*$")
-
-
-def _clean_html_filter(element) -> str:
-    """nbconvert's ``clean_html`` with a wider allowlist (headings, paragraphs, tables,
-    images) so that sanitised pages stay readable; scripts, event handlers, forms,
-    iframes and ``<style>`` blocks do not survive."""
-    import bleach
-    from bleach.css_sanitizer import CSSSanitizer
-
-    text = element.decode() if isinstance(element, bytes) else str(element)
-    text = _STYLE_BLOCK_RE.sub("", text)
-
-    def allow(tag, name, value):
-        v = (value or "").strip().lower()
-        if name in _SAFE_ATTRS:
-            return True
-        if name == "href":
-            return not v.startswith("data:")
-        if name == "src" and tag == "img":
-            return not v.startswith("data:") or v.startswith("data:image/")
-        return False
-
-    return bleach.clean(
-        text,
-        tags=_SAFE_TAGS,
-        attributes=allow,
-        protocols=["http", "https", "mailto", "data"],
-        css_sanitizer=CSSSanitizer(),
-        strip_comments=True,
-    )
-
-
-def harden_for_page(nb) -> None:
-    """Remove what nbconvert would put into the page without escaping.
-
-    Stored notebooks are untrusted: execution counts, cell ids, image data and
-    output metadata (width/height, filenames) reach the HTML, some unquoted."""
-    for i, cell in enumerate(nb.cells):
-        if not isinstance(cell.get("execution_count"), (int, type(None))) or isinstance(
-                cell.get("execution_count"), bool):
-            cell["execution_count"] = None
-        cid = cell.get("id")
-        if cid is not None and not (isinstance(cid, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cid)):
-            cell["id"] = f"cell-{i}"
-        tags = cell.get("metadata", {}).get("tags")
-        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-            del cell["metadata"]["tags"]
-        for out in cell.get("outputs", []) or []:
-            if "execution_count" in out and (not isinstance(out["execution_count"], (int, type(None)))
-                                             or isinstance(out["execution_count"], bool)):
-                out["execution_count"] = None
-            meta = out.get("metadata")
-            if isinstance(meta, dict):
-                meta.pop("filenames", None)
-                for m in [meta, *[v for v in meta.values() if isinstance(v, dict)]]:
-                    for key in ("width", "height"):
-                        if key in m and (not isinstance(m[key], (int, float)) or isinstance(m[key], bool)):
-                            del m[key]
-            elif "metadata" in out:
-                out["metadata"] = {}
-            data = out.get("data")
-            if isinstance(data, dict):
-                for mime in list(data):
-                    if mime in ("text/vnd.mermaid", "application/javascript"):
-                        del data[mime]
-                    elif mime.startswith("image/") and mime != "image/svg+xml":
-                        s = _as_text(data[mime])
-                        if s is None or not _BASE64_RE.match(s):
-                            del data[mime]
-                if not data:
-                    data["text/plain"] = "[output removed by the grader: not safe to display]"
-
-
 def render_notebook_page(nb, spec: dict, banner: str) -> str:
+    """The student's page: *nb* (untrusted) exported offline and sanitized, *banner* on top;
+    a plain view when nbconvert fails on a damaged notebook."""
     try:
-        from nbconvert import HTMLExporter
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exporter = HTMLExporter(template_name="lab", sanitize_html=True,
-                                    filters={"clean_html": _clean_html_filter})
-            harden_for_page(nb)
-            page, _ = exporter.from_notebook_node(
-                nb, resources={"metadata": {"name": spec["slug"]}}
-            )
-        return inject_banner(page, banner)
+        return inject_banner(notebook_html(nb, spec["slug"], untrusted=True), banner)
     except Exception as e:  # a damaged notebook must still get a page
         body = fallback_notebook_html(nb) + (
             f"<p><small>nbconvert error: {html.escape(f'{type(e).__name__}: {e}')}</small></p>"
@@ -957,29 +463,46 @@ def render_notebook_page(nb, spec: dict, banner: str) -> str:
         return simple_page(spec["slug"], banner, body)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+# =================================================================================
+# The workers (`python -m lab_utils.submissions --one -`, settings on stdin)
+# =================================================================================
+
+RUN_FILE = "run.json"  # in the workroot: what the run worker reports
+EXECUTED_FILE = "executed.ipynb"  # the notebook with this run's outputs
+CHECKPOINT_FILE = "checkpoint.ipynb"  # the same, saved while running (a killed run's outputs)
 
 
-# =================================================================================
-# The per-notebook worker (runs as `python -m lab_utils.submissions --one SPEC`)
-# =================================================================================
+def run_phase(spec: dict) -> None:
+    """The run worker: execute ``workroot/work/<notebook>`` and leave RUN_FILE and
+    EXECUTED_FILE in the workroot. Its settings name nothing outside the workroot."""
+    t0 = time.monotonic()
+    workroot = Path(spec["workroot"])
+    info: dict = {"executed": False}
+    try:
+        loaded = load_notebook((workroot / "work" / spec["notebook"]).read_bytes())
+        if loaded.status is None:
+            info = execute_copy(loaded.nb, workroot, float(spec["timeout"]), float(spec["cell_timeout"]),
+                                t0, checkpoint=workroot / CHECKPOINT_FILE, run_file=workroot / RUN_FILE)
+            write_notebook_atomic(loaded.nb, workroot / EXECUTED_FILE)
+            info["executed"] = True
+    except Exception as e:  # noqa: BLE001 - reported on the page, never a crash
+        info = {"executed": False, "error": f"{type(e).__name__}: {e}"}
+    tmp = workroot / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    os.replace(tmp, workroot / RUN_FILE)
 
 
 def process_one(spec: dict) -> dict:
-    """Classify, optionally execute, bound and render one submission.
-
-    Writes the page to ``spec['page']``.  Never raises; returns the result dict
-    (status, n_error_cells, notes, message, seconds, page_written).
-    """
+    """The page worker: classify the submitted bytes, take this run's outputs (with
+    ``--execute``: ``spec['run']``, ``spec['executed']``), bound them and write the
+    page to ``spec['page']``.  Never raises; returns the result dict (status,
+    n_error_cells, notes, message, seconds, page_written)."""
     t0 = time.monotonic()
     res = {"status": GRADER_ERROR, "n_error_cells": 0, "notes": [], "message": "",
            "page_written": False}
     page_path = Path(spec["page"])
     try:
-        _process_one(spec, res, t0)
+        _process_one(spec, res)
     except BaseException as e:  # noqa: BLE001 - the worker must report, not crash
         res["status"] = GRADER_ERROR
         res["message"] = f"{type(e).__name__}: {e}"
@@ -994,17 +517,37 @@ def process_one(spec: dict) -> dict:
     return res
 
 
-def _process_one(spec: dict, res: dict, t0: float) -> None:
+def _executed_notebook(path: str | None):
+    """The run's notebook (a file the student's processes could have written: parsed
+    like any hand-in), or None."""
+    if not path:
+        return None
+    try:
+        loaded = load_notebook(read_nofollow(Path(path), MAX_FILE_BYTES))
+    except OSError:
+        return None
+    return loaded.nb if loaded.status is None else None
+
+
+def _mark_first_unrun_cell(nb, text: str) -> int | None:
+    """Append the grader's *text* to the first code cell this run did not finish; its
+    1-based number (None when every cell ran)."""
+    for idx, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.strip() and cell.get("execution_count") is None:
+            cell.outputs.append(marker_output(text))
+            return idx + 1
+    return None
+
+
+def _process_one(spec: dict, res: dict) -> None:
     src = Path(spec["src"])
     page_path = Path(spec["page"])
     notes = res["notes"]
-    size = src.stat().st_size
-    if size > MAX_FILE_BYTES:
+    data = read_nofollow(src, MAX_FILE_BYTES + 1)  # read-only: the original is never written
+    if len(data) > MAX_FILE_BYTES:
         res["status"] = TOO_LARGE
-        res["message"] = f"{_mb(size)}, over the {_mb(MAX_FILE_BYTES)} limit; not read"
+        res["message"] = f"over the {_mb(MAX_FILE_BYTES)} limit; not read"
         return
-    with open(src, "rb") as fh:  # read-only: the original is never written
-        data = fh.read()
     loaded = load_notebook(data)
     notes += loaded.notes
     res["message"] = loaded.message
@@ -1018,26 +561,47 @@ def _process_one(spec: dict, res: dict, t0: float) -> None:
         res["status"] = EMPTY
         return
     nb = loaded.nb
-    info = None
+    cuts = 0
     if loaded.status == EMPTY:
         status = EMPTY
     elif spec["execute"]:
-        info = execute_copy(nb, spec, t0)
-        notes += info["notes"]
+        run = spec.get("run") or {}
+        executed = _executed_notebook(spec.get("executed"))
+        if executed is not None:
+            nb = executed
+        else:  # stored outputs must not pass for this run's
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.outputs, cell.execution_count = [], None
+        notes += run.get("notes", [])
+        cuts += run.get("cuts", 0)
         n_err = count_error_cells(nb)
         res["n_error_cells"] = n_err
-        if info["error"]:
-            status = GRADER_ERROR
-            res["message"] = "the kernel could not be started: " + info["error"]
-        elif info["timed_out"]:
+        if run.get("killed"):
             status = TIMED_OUT
-            what = ("per-cell timeout" if info["timed_out"] == "cell" else "total timeout")
-            res["message"] = f"stopped in cell {info['stopped_at']} ({what})"
-        elif info["died"]:
+            text = (f"[grader] The run was stopped here: {run['message']}. "
+                    "This cell and later cells did not finish.\n")
+            at = run.get("stopped_at")
+            if isinstance(at, int) and 1 <= at <= len(nb.cells) and nb.cells[at - 1].cell_type == "code":
+                nb.cells[at - 1].outputs.append(marker_output(text))
+            else:
+                at = _mark_first_unrun_cell(nb, text)
+            res["message"] = run["message"] + (f"; stopped in cell {at}" if at else "")
+        elif run.get("error"):
+            status = GRADER_ERROR
+            res["message"] = "the kernel could not be started: " + run["error"]
+        elif run.get("timed_out"):
+            status = TIMED_OUT
+            what = ("per-cell timeout" if run["timed_out"] == "cell" else "total timeout")
+            res["message"] = f"stopped in cell {run.get('stopped_at')} ({what})"
+        elif run.get("died"):
             status = KERNEL_DIED
             res["message"] = (
-                f"the kernel died in cell {info['stopped_at']} (os._exit, a crash, or out of memory)"
+                f"the kernel died in cell {run.get('stopped_at')} (os._exit, a crash, or out of memory)"
             )
+        elif not run.get("executed") or executed is None:
+            status = GRADER_ERROR
+            res["message"] = "the run ended without saving the notebook"
         else:
             status = errors_status(n_err) if n_err else OK
         if status in (TIMED_OUT, KERNEL_DIED) and n_err:
@@ -1046,7 +610,7 @@ def _process_one(spec: dict, res: dict, t0: float) -> None:
         n_err = count_error_cells(nb)
         res["n_error_cells"] = n_err
         status = errors_status(n_err) if n_err else OK
-    cuts = bound_notebook(nb) + (info["cuts"] if info else 0)
+    cuts += bound_notebook(nb)
     if cuts:
         notes.append(f"{TRUNCATED_NOTE} ({cuts})")
     res["status"] = status
@@ -1055,12 +619,18 @@ def _process_one(spec: dict, res: dict, t0: float) -> None:
     res["page_written"] = True
 
 
-def worker_main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    res = process_one(spec)
-    tmp = Path(spec["result"] + ".tmp")
-    tmp.write_text(json.dumps(res), encoding="utf-8")
-    os.replace(tmp, spec["result"])
+RESULT_PREFIX = "LAB-RESULT "
+
+
+def worker_main() -> int:
+    """``--one -``: read the settings (JSON) from stdin; a run worker leaves its results
+    in its workroot, a page worker prints its result as the last stdout line."""
+    spec = json.loads(sys.stdin.read())
+    if spec.get("phase") == "run":
+        run_phase(spec)
+    else:
+        res = process_one(spec)
+        sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(res) + "\n")
     # Do not wait for stray threads (nbclient, zmq) to wind down.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -1073,11 +643,12 @@ def worker_main(spec_path: str) -> int:
 
 
 class _Live:
-    """Worker processes and kernels alive now, so that Ctrl-C can end them all."""
+    """Worker processes and workroots alive now, so that Ctrl-C can end them all."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.procs: set[subprocess.Popen] = set()
+        self.procs: set = set()
+        self.workroots: set[Path] = set()
         self.stop = threading.Event()
 
     def add(self, p):
@@ -1090,187 +661,171 @@ class _Live:
 
     def kill_all(self):
         with self.lock:
-            procs = list(self.procs)
+            procs, roots = list(self.procs), list(self.workroots)
         for p in procs:
             kill_group(p.pid)
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL the process group *pgid* (a worker started in its own session)."""
-    try:
-        if hasattr(os, "killpg"):
-            os.killpg(pgid, signal.SIGKILL)
-        else:  # pragma: no cover - not POSIX
-            os.kill(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-
-
-def kill_kernel(pid_file: Path) -> None:
-    """Kill the kernel whose pid the worker recorded (it runs in its own session)."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if Path("/proc/self").exists():
-        try:
-            if b"ipykernel" not in cmdline.read_bytes():
-                return  # gone, or the pid now belongs to someone else
-        except OSError:
-            return
-    kill_group(pid)
-
-
-def run_with_hard_timeout(cmd, timeout: float, *, live: _Live | None = None,
-                          log_path: Path | None = None, env: dict | None = None):
-    """Run *cmd* in a new session; SIGKILL its whole process group after *timeout*.
-
-    Returns (returncode, killed).  Leftover processes of the group are killed
-    after a normal exit too.
-    """
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
-    finally:
-        if log_path:
-            log.close()
-    if live:
-        live.add(proc)
-    killed = False
-    try:
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            killed = True
-            kill_group(proc.pid)
-            rc = proc.wait()
-    finally:
-        if live:
-            live.discard(proc)
-    kill_group(proc.pid)  # stragglers that stayed in the worker's group
-    return rc, killed
-
-
-def rmtree_hard(path: Path) -> None:
-    """Remove *path* even if the student's code made parts of it read-only."""
-
-    def fix(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    if not os.path.lexists(path):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=fix)
-    else:
-        shutil.rmtree(path, onerror=fix)
+        for w in roots:
+            kill_processes_of(w)
 
 
 @dataclass
 class Result:
-    student: str
-    file: str
+    student: str  # shown(): safe to print, still to be escaped in HTML
+    file: str  # shown() relative path
     page: str
     status: str
-    seconds: float
+    seconds: float  # this hand-in's whole grading: run and page
     n_error_cells: int = 0
     notes: list[str] = field(default_factory=list)
     message: str = ""
+    run_seconds: float | None = None  # with --execute: the run alone (bounded by --timeout)
 
     @property
     def ok(self) -> bool:
         return self.status == OK
 
 
-def _term(s: str) -> str:
-    """Untrusted names printed to a terminal: no control characters."""
-    return "".join(ch if ch.isprintable() else "?" for ch in s)
+def _clip(s, n: int = 300) -> str:
+    return str(s)[:n]
 
 
-def _process_in_subprocess(sub: Submission, i: int, args, root: Path, out: Path,
-                           scratch: Path, live: _Live) -> Result:
-    page = out / f"{sub.slug}.html"
-    base = Result(student=sub.name, file=sub.rel, page=page.name, status=GRADER_ERROR,
-                  seconds=0.0, notes=list(sub.notes))
-    if live.stop.is_set():
-        base.message = "interrupted"
-        return base
-    workroot = Path(tempfile.mkdtemp(prefix="lab-submission-")) if args.execute else None
-    spec = {
-        "src": str(root / sub.rel),
-        "root": str(root),
-        "rel": sub.rel,
-        "name": sub.name,
-        "slug": sub.slug,
-        "page": str(page),
-        "execute": bool(args.execute),
-        "timeout": args.timeout,
-        "cell_timeout": args.cell_timeout,
-        "mode_text": _mode_text(args),
-        "workroot": str(workroot) if workroot else "",
-        "result": str(scratch / f"{i}.result.json"),
-        "kernel_pid_file": str(scratch / f"{i}.kernel.pid"),
+def read_run_info(workroot: Path) -> dict | None:
+    """RUN_FILE of a run (written by a process the student shared: every field checked)."""
+    try:
+        raw = json.loads(read_nofollow(workroot / RUN_FILE, 1_000_000).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    stopped = raw.get("stopped_at")
+    notes = raw.get("notes") if isinstance(raw.get("notes"), list) else []
+    return {
+        "executed": raw.get("executed") is True,
+        "timed_out": raw.get("timed_out") if raw.get("timed_out") in ("cell", "total") else None,
+        "died": raw.get("died") is True,
+        "stopped_at": stopped if isinstance(stopped, int) and not isinstance(stopped, bool) else None,
+        "notes": [_clip(n) for n in notes[:20] if isinstance(n, str)],
+        "error": _clip(raw.get("error") or "", 500) if isinstance(raw.get("error"), str) else "",
+        "cuts": raw["cuts"] if isinstance(raw.get("cuts"), int) and raw["cuts"] >= 0 else 0,
     }
-    spec_path = scratch / f"{i}.spec.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = path.read_bytes()[-4000:].decode("utf-8", "replace").strip().splitlines()
+        return shown(lines[-1])[:300] if lines else ""
+    except OSError:
+        return ""
+
+
+def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) -> tuple[dict, str | None, float]:
+    """Execute a copy of *sub* in *workroot*: (run info, path of the run's notebook or
+    None, seconds). Every process of the run has ended when this returns."""
+    src = root / sub.rel
+    name = Path(sub.rel).name
+    try:
+        if os.lstat(src).st_size > MAX_FILE_BYTES:
+            return {"executed": False, "notes": []}, None, 0.0  # the page says "too large"
+        (workroot / "work" / name).write_bytes(read_nofollow(src, MAX_FILE_BYTES))
+        notes = copy_student_files(src, root, workroot / "work")
+    except OSError as e:
+        return {"executed": False, "error": f"the hand-in could not be copied: {e}", "notes": []}, None, 0.0
+    settings = {"phase": "run", "workroot": str(workroot), "notebook": name,
+                "timeout": args.timeout, "cell_timeout": args.cell_timeout}
+    with live.lock:
+        live.workroots.add(workroot)
+    t0 = time.monotonic()
+    try:
+        rc, killed, _ = run_with_hard_timeout(
+            [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], args.timeout + KILL_MARGIN,
+            live=live, stdin_data=json.dumps(settings).encode(), log_path=workroot / "worker.log",
+            env=kernel_env(workroot), cwd=workroot, grace=KILL_GRACE)
+        seconds = time.monotonic() - t0
+        kill_processes_of(workroot)  # the kernel and anything it started
+    finally:
+        with live.lock:
+            live.workroots.discard(workroot)
+    run = read_run_info(workroot)
+    executed = next((str(workroot / f) for f in (EXECUTED_FILE, CHECKPOINT_FILE)
+                     if (workroot / f).is_file()), None)
+    if killed:
+        run = {**(run or {}), "killed": True, "message": (
+            f"the run was stopped after {seconds:.1f} s (--timeout {args.timeout:g} s)"
+            + ("" if executed else "; no outputs had been saved"))}
+    elif run is None:
+        tail = _log_tail(workroot / "worker.log")
+        run = {"executed": False, "error": f"the run ended (exit code {rc}) without a result"
+                                           + (f": {tail}" if tail else "")}
+    run["notes"] = notes + run.get("notes", [])
+    return run, executed, seconds
+
+
+def _page_worker(spec: dict, live: _Live) -> dict | None:
+    """Run the page worker for *spec*; its result dict, or None (the message is in
+    ``spec['_failure']``)."""
+    rc, killed, stdout = run_with_hard_timeout(
+        [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], RENDER_TIMEOUT, live=live,
+        stdin_data=json.dumps(spec).encode(), capture=True, env=_page_worker_env(), cwd=KIT_ROOT)
+    lines = stdout.decode("utf-8", "replace").splitlines()
+    for line in reversed(lines):
+        if line.startswith(RESULT_PREFIX):
+            try:
+                return json.loads(line[len(RESULT_PREFIX):])
+            except ValueError:
+                break
+    tail = shown(next((ln for ln in reversed(lines) if ln.strip()), ""))[:300]
+    spec["_failure"] = (f"the page could not be made in {RENDER_TIMEOUT:g} s" if killed
+                        else f"the grading process exited with code {rc}" + (f": {tail}" if tail else ""))
+    return None
+
+
+def _page_worker_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["LAB_PROGRESS"] = "0"
-    if workroot is not None:
-        # The worker's own temporary files (kernel connection file) go into the
-        # throw-away folder too, so that nothing is left behind if it is killed.
-        (workroot / "runtime").mkdir()
-        env["TMPDIR"] = str(workroot / "runtime")
-    log_path = scratch / f"{i}.log"
-    t0 = time.monotonic()
-    try:
-        rc, killed = run_with_hard_timeout(
-            [sys.executable, "-m", "lab_utils.submissions", "--one", str(spec_path)],
-            args.timeout + HARD_KILL_MARGIN, live=live, log_path=log_path, env=env,
-        )
-        kill_kernel(Path(spec["kernel_pid_file"]))
-        elapsed = time.monotonic() - t0
-        try:
-            r = json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            r = None
-        if r is None:
-            if live.stop.is_set():
-                base.message = "interrupted"
-            elif killed:
-                base.status = TIMED_OUT
-                base.message = (f"the grading process was killed after {elapsed:.0f} s "
-                                f"(--timeout {args.timeout:g} s plus a margin)")
-            else:
-                tail = ""
-                try:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1][:300]
-                except (OSError, IndexError):
-                    pass
-                base.message = f"the grading process exited with code {rc}" + (f": {tail}" if tail else "")
-            base.seconds = round(elapsed, 2)
-            if not page.exists() or killed:
-                spec_banner = banner_html(spec, base.status, base.notes, base.message)
-                write_text_atomic(page, simple_page(sub.slug, spec_banner, ""))
-            return base
-        base.status = r["status"]
-        base.seconds = r.get("seconds", round(elapsed, 2))
-        base.n_error_cells = r.get("n_error_cells", 0)
-        base.notes += r.get("notes", [])
-        base.message = r.get("message", "")
-        if not page.exists():
-            write_text_atomic(page, simple_page(
-                sub.slug, banner_html(spec, base.status, base.notes, base.message), ""))
+    return env
+
+
+def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Result:
+    """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in."""
+    page = out / f"{sub.slug}.html"
+    base = Result(student=sub.name, file=sub.shown_rel, page=page.name, status=GRADER_ERROR,
+                  seconds=0.0, notes=list(sub.notes))
+    spec = {"phase": "page", "src": str(root / sub.rel), "rel": sub.shown_rel, "name": sub.name,
+            "slug": sub.slug, "page": str(page), "execute": bool(args.execute),
+            "mode_text": _mode_text(args)}
+    if sub.link is not None:
+        base.status = LINK
+        base.message = f"links to {sub.link}: not read (symbolic links are never followed)"
+        write_text_atomic(page, simple_page(sub.slug, banner_html(spec, LINK, base.notes, base.message), ""))
         return base
+    if live.stop.is_set():
+        base.message = "interrupted"
+        return base
+    t0 = time.monotonic()
+    workroot = make_workroot() if args.execute else None
+    try:
+        if workroot is not None:
+            spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live)
+            base.run_seconds = round(run_seconds, 2)
+        r = _page_worker(spec, live)
     finally:
         if workroot is not None:
             rmtree_hard(workroot)
+    base.seconds = round(time.monotonic() - t0, 2)
+    if r is None:
+        base.message = "interrupted" if live.stop.is_set() else spec["_failure"]
+        write_text_atomic(page, simple_page(sub.slug, banner_html(spec, base.status, base.notes,
+                                                                  base.message), ""))
+        return base
+    base.status = r["status"]
+    base.n_error_cells = r.get("n_error_cells", 0)
+    base.notes += r.get("notes", [])
+    base.message = r.get("message", "")
+    if not page.exists():
+        write_text_atomic(page, simple_page(
+            sub.slug, banner_html(spec, base.status, base.notes, base.message), ""))
+    return base
 
 
 def _mode_text(args) -> str:
@@ -1301,7 +856,7 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
     for r in results:
         key = "errors" if _ERRORS_RE.match(r.status) else r.status
         counts[key] = counts.get(key, 0) + 1
-    order = [OK, "errors", TIMED_OUT, KERNEL_DIED, INVALID, EMPTY, TOO_LARGE, GRADER_ERROR]
+    order = [OK, "errors", TIMED_OUT, KERNEL_DIED, INVALID, EMPTY, TOO_LARGE, LINK, GRADER_ERROR]
     summary = " ".join(
         f'<span><span class="st st-{status_class(k if k != "errors" else errors_status(2))}">'
         f"{e(k if k != 'errors' else 'errors')}</span> {counts[k]}</span>"
@@ -1329,29 +884,25 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
         headline = f"<p class=\"warn\">{n_bad} of {len(results)} submissions are not <b>ok</b>.</p>"
     else:
         headline = f"<p>All {len(results)} submissions are <b>ok</b>.</p>"
-    shown = ignored[:500]
+    listed = ignored[:500]
     ignored_html = ""
     if ignored:
-        more = f"<li>... and {len(ignored) - len(shown)} more</li>" if len(ignored) > len(shown) else ""
+        more = f"<li>... and {len(ignored) - len(listed)} more</li>" if len(ignored) > len(listed) else ""
         ignored_html = (
             f"<details><summary>Ignored files ({len(ignored)}): not notebooks, hidden, "
-            "or checkpoint folders</summary><ul>"
-            + "".join(f"<li><code>{e(p)}</code></li>" for p in shown) + more + "</ul></details>"
+            "checkpoint folders or symbolic links</summary><ul>"
+            + "".join(f"<li><code>{e(shown(p))}</code></li>" for p in listed) + more + "</ul></details>"
         )
     security = ""
     if args.execute:
         security = (
             "<p class=\"notes\">Student code was executed: each notebook ran on a copy, in its "
-            "own process and temporary folder, with timeouts and proxy variables pointing "
-            "nowhere. This is not a sandbox.</p>"
+            "own process and temporary folder, with an allow-list environment, timeouts and "
+            "proxy variables pointing nowhere. This is not a sandbox.</p>"
         )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Submissions: {e(root.name)}</title>
-<style>{INDEX_CSS}</style></head>
-<body>
-<h1>Submissions: {e(root.name)}</h1>
-<div class="meta">Folder <code>{e(str(root))}</code> &middot; {len(results)} notebooks &middot;
+    folder = shown(str(root))
+    body = f"""<h1>Submissions: {e(shown(root.name))}</h1>
+<div class="meta">Folder <code>{e(folder)}</code> &middot; {len(results)} notebooks &middot;
 {e(_mode_text(args))} &middot; {args.jobs} at a time &middot; generated
 {e(started.strftime('%Y-%m-%d %H:%M:%S %Z').strip())} in {elapsed:.1f} s</div>
 <div class="summary">{summary}</div>
@@ -1366,13 +917,13 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
 {security}
 <p class="notes">Statuses: <b>ok</b>; <b>errors in N cells</b> (the page shows where);
 <b>timed out</b> (a cell or the whole notebook ran past its limit); <b>kernel died</b>
-(os._exit, a crash, or out of memory); <b>not a valid notebook</b>; <b>empty</b>.
+(os._exit, a crash, or out of memory); <b>not a valid notebook</b>; <b>empty</b>;
+<b>symbolic link (not followed)</b> (a link is never read through).
 Notes such as <i>old nbformat (converted)</i> or <i>outputs truncated</i> do not change the
-status. The submitted files were only read, never modified.</p>
-</body></html>
-"""
+status. The submitted files were only read, never modified.</p>"""
     path = out / "index.html"
-    write_text_atomic(path, page)
+    write_text_atomic(path, document(f"Submissions: {shown(root.name)}", body,
+                                     head=f"<style>{INDEX_CSS}</style>"))
     return path
 
 
@@ -1395,60 +946,52 @@ def _clean_stale_pages(out: Path, produced: set[str]) -> None:
 def run_batch(args, root: Path, out: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
-    rels, ignored = discover(root)
-    subs = assign_names(rels)
+    found = scan(root)
+    ignored = found.ignored
+    subs = assign_names(found.notebooks, found.links)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="lab-grader-"))
     live = _Live()
     results: dict[int, Result] = {}
     mode = "executing" if args.execute else "converting"
-    print(f"[submissions] {mode} {len(subs)} notebook(s) from {_term(str(root))}, "
-          f"{args.jobs} at a time -> {_term(str(out))}", file=sys.stderr)
+    print(f"[submissions] {mode} {len(subs)} notebook(s) from {shown(str(root))}, "
+          f"{args.jobs} at a time -> {shown(str(out))}", file=sys.stderr)
     interrupted = False
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
+    futures = {pool.submit(grade_one, sub, args, root, out, live): i for i, sub in enumerate(subs)}
     try:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
-        futures = {
-            pool.submit(_process_in_subprocess, sub, i, args, root, out, scratch, live): i
-            for i, sub in enumerate(subs)
-        }
-        try:
-            for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
-                i = futures[fut]
-                try:
-                    r = fut.result()
-                except Exception as e:  # a bug here must not lose the other results
-                    sub = subs[i]
-                    r = Result(student=sub.name, file=sub.rel, page=f"{sub.slug}.html",
-                               status=GRADER_ERROR, seconds=0.0, notes=list(sub.notes),
-                               message=f"{type(e).__name__}: {e}")
-                results[i] = r
-                print(f"[{done}/{len(subs)}] {_term(r.student)}: {r.status} ({r.seconds:.1f} s)",
-                      file=sys.stderr)
-        except KeyboardInterrupt:
-            interrupted = True
-            live.stop.set()
-            live.kill_all()
-            for p in scratch.glob("*.kernel.pid"):
-                kill_kernel(p)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+            i = futures[fut]
+            try:
+                r = fut.result()
+            except Exception as e:  # a bug here must not lose the other results
+                sub = subs[i]
+                r = Result(student=sub.name, file=sub.shown_rel, page=f"{sub.slug}.html",
+                           status=GRADER_ERROR, seconds=0.0, notes=list(sub.notes),
+                           message=f"{type(e).__name__}: {e}")
+            results[i] = r
+            print(f"[{done}/{len(subs)}] {shown(r.student)}: {r.status} ({r.seconds:.1f} s)",
+                  file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        live.stop.set()
+        live.kill_all()
     finally:
-        rmtree_hard(scratch)
+        pool.shutdown(wait=True, cancel_futures=True)
     if interrupted:
         print("[submissions] interrupted; no index written", file=sys.stderr)
         return 130
     ordered = [results[i] for i in range(len(subs))]
     ordered.sort(key=lambda r: (r.student.lower(), r.file))
+    write_text_atomic(out / "results.json", json.dumps(
+        {"folder": shown(str(root)), "mode": _mode_text(args),
+         "submissions": [{**asdict(r), "ok": r.ok} for r in ordered]}, indent=1))
     index = write_index(out, ordered, root=root, args=args, ignored=ignored, started=started,
                         elapsed=time.monotonic() - t0)
-    write_text_atomic(out / "results.json", json.dumps(
-        {"folder": str(root), "mode": _mode_text(args),
-         "submissions": [{**asdict(r), "ok": r.ok} for r in ordered]}, indent=1))
     _clean_stale_pages(out, {r.page for r in ordered})
     n_bad = sum(not r.ok for r in ordered)
     if not ordered:
-        print(f"[submissions] no .ipynb files found under {_term(str(root))}", file=sys.stderr)
-    print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {_term(str(index))}",
+        print(f"[submissions] no .ipynb files found under {shown(str(root))}", file=sys.stderr)
+    print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {shown(str(index))}",
           file=sys.stderr)
     return 0 if ordered and not n_bad else 1
 
@@ -1533,30 +1076,75 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> int:
+ARGS_FD_FLAG = "--settings-from-fd"
+
+
+def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
+    """Replace this process (same pid) by one whose command line, working folder and
+    environment name neither the hand-ins nor the output folder: the arguments travel
+    through an inherited pipe. Student code can read every process's command line
+    (``ps``); with ``--execute`` it must not learn where the hand-ins are from ours.
+    Does nothing where there is no ``execve`` or the pipe would not hold the arguments."""
+    if not hasattr(os, "execve") or not hasattr(os, "pipe"):
+        return
+    argv = ["--submissions", str(root), "--out", str(out), "--timeout", repr(args.timeout),
+            "--cell-timeout", repr(args.cell_timeout), "--jobs", str(args.jobs)]
+    argv += ["--execute"] if args.execute else []
+    data = json.dumps(argv).encode()
+    if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
+        return
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    os.set_inheritable(r, True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PWD", "OLDPWD", "_")}
+    env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir("/")
+    os.execve(sys.executable, [sys.executable, "-m", "lab_utils.submissions", ARGS_FD_FLAG, str(r)], env)
+
+
+def _argv_from_fd(fd_text: str) -> list[str]:
+    fd = int(fd_text)
+    with os.fdopen(fd, "rb") as fh:
+        return json.loads(fh.read().decode())
+
+
+def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
+    """The command line. *hide_paths* (the ``python -m`` entry point): with ``--execute``,
+    re-execute without the folders in the command line (``_reexec_hiding_paths``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 2 and argv[0] == "--one":  # internal: one notebook, in a worker process
-        return worker_main(argv[1])
+    if len(argv) == 2 and argv[0] == "--one":  # internal: one worker, settings on stdin
+        return worker_main()
+    if len(argv) == 2 and argv[0] == ARGS_FD_FLAG:  # internal: after _reexec_hiding_paths
+        argv = _argv_from_fd(argv[1])
+        hide_paths = False  # hidden already
     parser = build_parser()
     args = parser.parse_args(argv)
     src = Path(args.submissions).expanduser()
     if not src.exists():
-        parser.error(f"--submissions {args.submissions}: no such folder")
+        parser.error(f"--submissions {shown(args.submissions)}: no such folder")
     if not src.is_dir():
-        parser.error(f"--submissions {args.submissions}: not a folder")
+        parser.error(f"--submissions {shown(args.submissions)}: not a folder")
     root = src.resolve()
     out = Path(args.out).expanduser().resolve()
     if out == root or _inside(out, root):
-        parser.error(f"--out {args.out} is inside the submissions folder; choose a folder "
+        parser.error(f"--out {shown(args.out)} is inside the submissions folder; choose a folder "
                      "outside it (submissions are never written to)")
     if out.exists() and not out.is_dir():
-        parser.error(f"--out {args.out} exists and is not a folder")
+        parser.error(f"--out {shown(args.out)} exists and is not a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        parser.error(f"--out {shown(args.out)}: {shown(str(blocker))} is a file, not a folder")
+    if hide_paths and args.execute:
+        _reexec_hiding_paths(args, root, out)
     try:
         return run_batch(args, root, out)
     except OSError as e:
-        print(f"submissions: error: {e}", file=sys.stderr)
+        print(f"submissions: error: {shown(str(e))}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(hide_paths=True))
