@@ -1147,4 +1147,4 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(hide_paths=True))
+    sys.exit(main(hide_paths=False))
