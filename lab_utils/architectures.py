@@ -66,6 +66,24 @@ def conv_specs(model_name: str) -> list[ConvSpec]:
     return specs
 
 
+def forward_flops_per_pixel(model_name: str, layer_name: str) -> int:
+    """Forward FLOPs per pixel of the input image of the conv layers *before* ``layer_name``
+    (a multiply-add is 2 FLOPs; each block's 2x2 pooling quarters the pixels of the next).
+
+    Times 2, it is the cost of one gradient-ascent step on one image per input pixel: the
+    backward pass to the input costs as much as the forward, and the target layer itself is
+    not convolved (``featurevis``). The same count as ``bench/flops.py``'s from the Keras graph:
+    6.2 GFLOP per 128 px image for block3_conv1 (bench/RESULTS.md)."""
+    total = 0
+    for spec in conv_specs(model_name):
+        if spec.name == layer_name:
+            return total
+        block = int(spec.name[len("block"):spec.name.index("_")])
+        total += 2 * spec.kernel[0] * spec.kernel[1] * spec.in_channels * spec.out_channels // 4 ** (block - 1)
+    raise LabError(f"unknown layer {layer_name!r}; conv layers of {model_name}: "
+                   f"{', '.join(s.name for s in conv_specs(model_name))}")
+
+
 def other_layer_names(model_name: str) -> list[str]:
     """The layers that are not convolutions (the pooling layers; the input layer aside)."""
     return [f"block{b}_pool" for b in range(1, len(_VGG_CONVS_PER_BLOCK[check_model_name(model_name)]) + 1)]

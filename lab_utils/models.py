@@ -77,6 +77,51 @@ def _build(key: str, include_top: bool, weights):
     return ctor(include_top=include_top, weights=weights, input_shape=shape)
 
 
+# Keras' own weight files (the layout the kit loads), their sizes in bytes, where Keras downloads them.
+KERAS_WEIGHT_SIZES = {("vgg16", False): 58_889_256, ("vgg16", True): 553_467_096,
+                      ("vgg19", False): 80_134_624, ("vgg19", True): 574_710_816}
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/{key}/{name}"
+
+
+def _h5_problem(path: Path) -> str | None:
+    """Why h5py cannot open ``path`` (its reason, one line), or None where it can."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            return None
+    except Exception as exc:  # OSError mostly; h5py raises others for odd files
+        text = " ".join(str(exc).split())
+        inner = text[text.find("(") + 1:text.rfind(")")] if "(" in text and text.endswith(")") else text
+        return inner or type(exc).__name__
+
+
+def bad_weights_error(key: str, include_top: bool, path: Path, exc: BaseException, explicit: bool
+                      ) -> ResourceMissingError:
+    """The one-line error for a weights file that exists but does not load: the file, what is
+    wrong with it, its size, and the fix (Keras' file, its size, where to put it)."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "size unknown"
+    problem = _h5_problem(path)
+    what = "with its classifier top" if include_top else "convolutional base"
+    if problem is not None:
+        wrong = f"cannot be read as Keras HDF5 weights ({problem})"
+    else:
+        first = " ".join(str(exc).split())[:200].rstrip(".") or type(exc).__name__
+        wrong = f"does not match the layers of {key} ({what}): {type(exc).__name__}: {first}"
+    keras_name = keras_cached_weights(key, include_top).name
+    expected = KERAS_WEIGHT_SIZES.get((key, include_top))
+    source = f"Keras' {keras_name}" + (f", {expected:,} bytes" if expected else "")
+    url = KERAS_WEIGHTS_URL.format(key=key, name=keras_name)
+    ours = weight_candidates(key, include_top)[0].name
+    where = (f"pass its path as weights=, or put it into $LAB_WEIGHTS_DIR as {ours}" if explicit
+             else f"put it into $LAB_WEIGHTS_DIR as {ours} (here: {path})")
+    return ResourceMissingError(f"weights file {path} ({size}) {wrong}. "
+                                f"Fix: download it again ({source}: {url}) and {where}; see README 'Weights'.")
+
+
 def weight_candidates(name: str, include_top: bool = False) -> list[Path]:
     """Offline weight files that ``load_model`` tries, in order."""
     suffix = "imagenet" if include_top else "imagenet_notop"
@@ -111,11 +156,11 @@ def load_model(name: str = "vgg16", include_top: bool = False, weights=None):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ResourceMissingError(f"weights file not found: {path}")
-        return _load_cached(key, include_top, str(path.resolve()))
+        return _load_weights_file(key, include_top, path, explicit=True)
     tried = []
     for path in weight_candidates(key, include_top):
         if path.is_file():
-            return _load_cached(key, include_top, str(path.resolve()))
+            return _load_weights_file(key, include_top, path, explicit=False)
         tried.append(str(path))
     try:
         return _load_cached(key, include_top, "imagenet")
@@ -127,6 +172,15 @@ def load_model(name: str = "vgg16", include_top: bool = False, weights=None):
             f"then Keras' download, which failed ({type(exc).__name__}). Fix: put {fname} in a folder and "
             f"set LAB_WEIGHTS_DIR to it, or go online once so Keras caches its weights in ~/.keras/models."
         ) from None
+
+
+def _load_weights_file(key: str, include_top: bool, path: Path, explicit: bool):
+    """The model with the weights of ``path``; a file that exists but does not load (zero bytes,
+    truncated, not HDF5, another model's layers) raises ``bad_weights_error``, not h5py's traceback."""
+    try:
+        return _load_cached(key, include_top, str(path.resolve()))
+    except Exception as exc:
+        raise bad_weights_error(key, include_top, path, exc, explicit) from None
 
 
 def model_fingerprint(model, upto: str | None = None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import check_circuit
+from .architectures import check_circuit, check_model_name, conv_specs, forward_flops_per_pixel, model_names
 from .config import LabError
 
 # name: (default, allowed python types, what it is)
@@ -31,14 +31,88 @@ PARAMETERS = {
     "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
 }
 DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
-LIMITS = {"top_k": 1, "top_n": 1, "probe_limit": 1, "image_size": 32, "vis_size": 32, "steps": 1, "seed": 0,
-          "n_neighbours": 0}
+
+# name: (minimum, maximum or None, why the maximum). One render (five notebooks) has a budget of
+# 10 minutes on the reference machine of bench/RESULTS.md (2-core AMD EPYC, 23.5 GiB): there the
+# default render computes for ~130 s (scan of 1000 images at 224 px at block3_conv1: 83 s; the
+# two batched ascents: 0.437 + 0.295 s per step at 128 px, 64 steps: 47 s). Costs scale with
+# image_size^2 and the number of images (scan), and with steps x vis_size^2 x images (ascent).
+# The maxima below stop typos and absurd values with a message about that one parameter; the
+# ascent's joint cost, which is what fills the budget, is bounded by ``check_ascent_cost``.
+# top_k's maximum is the layer's input channels (``check_circuit``); filter_index's, its filters.
+LIMITS = {
+    "top_k": (1, None, ""),
+    "top_n": (1, 100, "rows of the tables and images of the grids; more are not readable"),
+    "probe_limit": (1, 20000, ("the decoded images stay in memory: 20000 at 224 px are 2.8 GiB, and their "
+                               "scan at block3_conv1 takes ~28 min on a 2-core CPU")),
+    "image_size": (32, 512, ("the scan costs image_size^2: 1000 images at 512 px take ~7 min at "
+                             "block3_conv1 on a 2-core CPU (83 s at 224 px, the size VGG was trained at)")),
+    "vis_size": (32, 1024, "8x the default side; one 1024 px image needs ~1.5 GiB in the ascent"),
+    "steps": (1, 2048, "32x the default 64"),
+    "seed": (0, None, ""),
+    "n_neighbours": (0, 32, "33 images in one ascent batch, 3.7x the default's 9"),
+}
+# The ascent's joint bound (``check_ascent_cost``), from bench/RESULTS.md and measurements:
+# - time: a step costs 2x the forward FLOPs of the convolutions before the target layer per image
+#   (``architectures.forward_flops_per_pixel``), and a batched step runs at ~127 GFLOP/s on the
+#   reference CPU (126.8 measured at block3_conv1 and at block2_conv2). That gives 47 s for the
+#   default's two ascents (9 images at block3_conv1, 10 at block2_conv2; measured: 47 s); at most
+#   10 minutes, the whole render budget, is ~12.8x the default's ascent work at block3_conv1;
+# - memory: the largest batch holds ~1.5 KB per image pixel (peak RSS measured at 512 px, 9
+#   images: 1.48-1.49 KB at block2_conv2, block3_conv1 and block5_conv3; the early, full-size
+#   layers dominate). At most 6 GiB (~2 GiB more for the rest of a render stays within a
+#   laptop's 8-16 GiB); the default's batch is 0.23 GiB.
+ASCENT_FLOP_RATE = 127e9
+ASCENT_MAX_SECONDS = 600
+ASCENT_BYTES_PER_PIXEL = 1500
+ASCENT_MAX_BYTES = 6 * 2 ** 30
+
+
+def ascent_cost(full: dict) -> dict:
+    """Estimated seconds (reference CPU) and peak bytes of the render's two ascents: the filter
+    with its neighbours at layer_name, and the top_k channels at the feeding layer. Needs the
+    layer and top_k already checked (``check_circuit``)."""
+    spec = next(s for s in conv_specs(full["model_name"]) if s.name == full["layer_name"])
+    n_filter = 1 + min(full["n_neighbours"], spec.out_channels - 1)
+    n_channels = full["top_k"]
+    pixels = full["vis_size"] ** 2
+    flops = 2 * full["steps"] * pixels * (
+        n_filter * forward_flops_per_pixel(full["model_name"], spec.name)
+        + n_channels * forward_flops_per_pixel(full["model_name"], spec.feeder))
+    return {"seconds": flops / ASCENT_FLOP_RATE,
+            "bytes": max(n_filter, n_channels) * pixels * ASCENT_BYTES_PER_PIXEL,
+            "n_filter": n_filter, "n_channels": n_channels, "feeder": spec.feeder}
+
+
+def check_ascent_cost(full: dict) -> None:
+    """A LabError where the gradient ascents would not fit the render budget (time or memory)."""
+    cost = ascent_cost(full)
+    work = (f"{full['steps']} steps x {full['vis_size']}^2 px x ({cost['n_filter']} images at "
+            f"{full['layer_name']} + {cost['n_channels']} at {cost['feeder']})")
+    if cost["seconds"] > ASCENT_MAX_SECONDS:
+        raise LabError(f"the gradient ascent would take about {cost['seconds'] / 60:.1f} min on a 2-core CPU "
+                       f"({work}), more than the render's {ASCENT_MAX_SECONDS // 60}-minute budget; "
+                       f"lower steps, vis_size, n_neighbours or top_k")
+    if cost["bytes"] > ASCENT_MAX_BYTES:
+        raise LabError(f"the gradient ascent would need about {cost['bytes'] / 2 ** 30:.1f} GiB of memory for its "
+                       f"largest batch ({max(cost['n_filter'], cost['n_channels'])} images of "
+                       f"{full['vis_size']}x{full['vis_size']} px), more than {ASCENT_MAX_BYTES // 2 ** 30} GiB; "
+                       f"lower vis_size, n_neighbours or top_k")
+
+
+def _valid_strings(name: str, full: dict) -> str:
+    if name == "model_name":
+        return ", ".join(model_names())
+    if name == "layer_name":
+        return ", ".join(s.name for s in conv_specs(full["model_name"]) if s.feeder is not None)
+    return "None (the embedded set), a folder, or 'imagenet-mini'"
 
 
 def check_values(params: dict) -> dict:
-    """Every check that needs no TensorFlow: names, types, ranges, and the layer,
-    filter and ``top_k`` against the model's conv-layer table (``architectures``).
-    Returns the full parameter dict. ``render.sh`` runs this before anything starts."""
+    """Every check that needs no TensorFlow: names, types, ranges, the layer, filter and
+    ``top_k`` against the model's conv-layer table (``architectures``), the ascent's cost,
+    and that a local probe folder holds images. Returns the full parameter dict.
+    ``render.sh`` runs this before anything starts (well under a second)."""
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise LabError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMETERS)}")
@@ -48,13 +122,26 @@ def check_values(params: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, types):
             want = " or ".join("None" if t is type(None) else t.__name__ for t in types)
             raise LabError(f"{name} must be {want}, got {value!r} ({PARAMETERS[name][2]})")
-        if name in LIMITS and value is not None and value < LIMITS[name]:
-            raise LabError(f"{name} must be >= {LIMITS[name]}, got {value} ({PARAMETERS[name][2]})")
+        if isinstance(value, str) and not value.strip():
+            if name == "layer_name":
+                check_model_name(full["model_name"])  # its layers are the valid values
+            raise LabError(f"{name} must not be empty, got {value!r}; valid: {_valid_strings(name, full)}")
+        if name in LIMITS and value is not None:
+            low, high, why = LIMITS[name]
+            if value < low:
+                raise LabError(f"{name} must be >= {low}, got {value} ({PARAMETERS[name][2]})")
+            if high is not None and value > high:
+                raise LabError(f"{name} must be <= {high} ({why}), got {value}")
     probe = full["probe_set"]
-    if probe not in (None, "imagenet-mini") and not probe.startswith(("http://", "https://")) \
-            and not Path(probe).expanduser().exists():
-        raise LabError(f"probe_set {probe!r} does not exist; give None (embedded set), a folder, or 'imagenet-mini'")
+    if probe not in (None, "imagenet-mini") and not probe.startswith(("http://", "https://")):
+        if not Path(probe).expanduser().exists():
+            raise LabError(f"probe_set {probe!r} does not exist; give None (embedded set), a folder, "
+                           f"or 'imagenet-mini'")
+        from .images import check_probe_folder  # numpy and PIL only: still no TensorFlow
+
+        check_probe_folder(probe)  # a folder without images fails here, not after the model load
     check_circuit(full["model_name"], full["layer_name"], full["filter_index"], full["top_k"])
+    check_ascent_cost(full)
     return full
 
 

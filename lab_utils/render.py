@@ -28,10 +28,15 @@ def lab_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def parse_value(text: str):
-    """Command-line value -> Python value (YAML rules: 31 -> int, None/null -> None)."""
+    """Command-line value -> Python value (YAML rules: 31 -> int, None/null -> None).
+
+    An empty or blank value stays a string (YAML would make it None): ``check_values``
+    then says it must not be empty, instead of "got None"."""
     import yaml
 
-    if text.strip() in ("None", "none", "null", "~", ""):
+    if not text.strip():
+        return text
+    if text.strip() in ("None", "none", "null", "~"):
         return None
     try:
         return yaml.safe_load(text)
@@ -52,6 +57,35 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _unique_key_loader():
+    """A yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    except TypeError:  # an unhashable key: SafeLoader's own error follows
+                        continue
+                    if first != key_node.start_mark.line + 1:
+                        raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key, first, again)
+        self.key, self.first, self.again = key, first, again
+
+
 def collect_parameters(args) -> dict:
     import yaml
 
@@ -61,9 +95,16 @@ def collect_parameters(args) -> dict:
         if not path.is_file():
             raise LabError(f"--params file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
+        except _DuplicateKey as exc:
+            raise LabError(f"--params {path}: {exc.key!r} is set twice (lines {exc.first} and {exc.again}); "
+                           f"keep one of them") from None
         except yaml.YAMLError as exc:
-            raise LabError(f"--params {path} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise LabError(f"--params {path} is not valid YAML ({where}{problem}); "
+                           f"write one 'name: value' per line") from None
         if not isinstance(loaded, dict):
             raise LabError(f"--params {path} must hold a mapping of name: value")
         params.update(loaded)
@@ -74,6 +115,18 @@ def collect_parameters(args) -> dict:
         # the notebooks run in notebooks/: a path relative to where render.sh was called must not change meaning
         params["probe_set"] = str(Path(probe).expanduser().resolve())
     return params
+
+
+def check_out_folder(out: Path) -> None:
+    """A LabError where ``out`` cannot be the output folder: it, or the nearest of its parents
+    that exists, is not a folder (a file, a broken link). A missing folder is created later."""
+    for path in (out, *out.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            kind = "a file" if path.is_file() else "not a folder"
+            where = f"{out} is {kind}" if path == out else f"{out}: {path} is {kind}"
+            raise LabError(f"--out {where}; give a folder (created if missing), e.g. --out build/html")
 
 
 def select_notebooks(only: str | None) -> list[Path]:
@@ -91,13 +144,14 @@ def select_notebooks(only: str | None) -> list[Path]:
 def to_html(notebook_path: Path, html_path: Path) -> int:
     """Export one notebook to HTML (images embedded); returns the number of figures."""
     import nbformat
-    from nbconvert import HTMLExporter
+
+    from .pages import notebook_html, write_text_atomic
 
     nb = nbformat.read(notebook_path, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    html_path.write_text(body, encoding="utf-8")
-    return sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-               if "image/png" in o.get("data", {}))
+    figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if "image/png" in o.get("data", {}))
+    write_text_atomic(html_path, notebook_html(nb, notebook_path.stem, untrusted=False))
+    return figures
 
 
 class RenderKernel:
@@ -110,6 +164,11 @@ class RenderKernel:
     in-memory caches (loaded model, compiled functions, decoded probe set) stay,
     which is the point. A kernel that died or is stuck after a timeout is
     replaced by a fresh one before the next notebook.
+
+    The kernel talks over ZeroMQ IPC (Unix sockets), not TCP: no port is open to
+    other users of the machine, and ipykernel does not warn "Kernel is running over
+    TCP without encryption" on every render. The sockets and the connection file
+    live in a private temporary folder (mode 0700), removed when the kernel stops.
     """
 
     # Run by the kernel as it starts, before it answers: TensorFlow loads while the
@@ -120,16 +179,25 @@ class RenderKernel:
     def __init__(self, cwd: Path, kernel_name: str = "python3"):
         self.cwd, self.kernel_name, self.km = cwd, kernel_name, None
         self.used = False
+        self.socket_dir: str | None = None  # the running kernel's private folder
 
     def start(self):
         """Launch a kernel without waiting for it (the first notebook's client waits)."""
         # The async manager matters: with a blocking one, nbclient waits on output
         # messages with a blocking call and never notices that the kernel died.
+        import tempfile
+
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
         self.shutdown()
-        self.km = AsyncKernelManager(kernel_name=self.kernel_name)
+        # mkdtemp: mode 0700, in $TMPDIR (short paths: a Unix socket path has at most ~100 bytes).
+        # For ipc the manager's ip is the sockets' path prefix: <folder>/kernel-1 ... kernel-5.
+        # Windows has no Unix sockets for ZeroMQ: TCP there, as before.
+        self.socket_dir = tempfile.mkdtemp(prefix="lab-kernel-")
+        where = {"transport": "ipc", "ip": os.path.join(self.socket_dir, "kernel")} if os.name != "nt" else {}
+        self.km = AsyncKernelManager(kernel_name=self.kernel_name,
+                                     connection_file=os.path.join(self.socket_dir, "kernel.json"), **where)
         try:
             run_sync(self.km.start_kernel)(cwd=str(self.cwd),
                                            extra_arguments=[f"--IPKernelApp.exec_lines={[self.PRELOAD]!r}"])
@@ -172,6 +240,11 @@ class RenderKernel:
             except Exception:
                 pass
             self.km = None
+        if self.socket_dir is not None:
+            import shutil
+
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self.socket_dir = None
 
 
 def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: RenderKernel | None = None
@@ -209,6 +282,7 @@ def not_run_page(book: Path, out_nb: Path, message: str) -> None:
 
 
 def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path:
+    from .pages import CSP_META, write_text_atomic
     from .params import DEFAULTS
 
     full = {**DEFAULTS, **params}
@@ -221,7 +295,7 @@ def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path
         f"<td>{html.escape(r['message'])}</td></tr>" for r in rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>CNN Circuits Lab: rendered notebooks</title>
+<html lang="en"><head>{CSP_META}<meta charset="utf-8"><title>CNN Circuits Lab: rendered notebooks</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: .3em .7em; text-align: left; }}
@@ -237,7 +311,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 </body></html>
 """
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page)
     return path
 
 
@@ -253,6 +327,7 @@ def main(argv=None) -> int:
         from .params import check_values
 
         check_values(params)  # everything, layer and filter included, without TensorFlow: before any kernel starts
+        check_out_folder(Path(args.out).expanduser())
     except LabError as exc:
         print(f"render.sh: error: {exc}", file=sys.stderr)
         return 2

@@ -112,6 +112,10 @@ def make_workroot(parent: str | None = None) -> Path:
     """A fresh throw-away folder with the layout above (every part mode 0700)."""
     import tempfile
 
+    if parent is None and len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp"):
+        # The kernel's IPC sockets live in workroot/runtime, and a Unix socket path holds
+        # at most ~107 bytes: a deep $TMPDIR would stop every kernel from starting.
+        parent = "/tmp"
     workroot = Path(tempfile.mkdtemp(prefix="lab-submission-", dir=parent))
     for sub in ("work", "home", "tmp", "runtime"):
         (workroot / sub).mkdir(mode=0o700)

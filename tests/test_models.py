@@ -215,6 +215,86 @@ def test_load_model_prefers_explicit_path_then_weights_dir_then_keras(tmp_path, 
     assert record_loads[-1] == ("vgg19", False, "imagenet")
 
 
+def _small_h5(path: Path, layers=("block1_conv1",)) -> Path:
+    """A valid HDF5 file in Keras' legacy weights layout (wrong shapes for VGG16), ~400 KB."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [name.encode() for name in layers]
+        for name in layers:
+            group = f.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/kernel".encode()]
+            group[f"{name}/kernel"] = np.random.default_rng(0).normal(size=(100, 500)).astype("float32")
+    return path
+
+
+def _corrupt(kind: str, folder: Path) -> Path:
+    """A weights file that exists but is not a loadable Keras HDF5 file."""
+    path = folder / "vgg16_imagenet_notop.h5"
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "zero-byte":
+        path.write_bytes(b"")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "truncated-h5":
+        whole = _small_h5(folder / "whole.h5").read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])
+    elif kind == "truncated-real":
+        from conftest import find_weights
+
+        real = find_weights("vgg16")
+        if real is None:
+            pytest.skip("no real VGG16 weights to truncate (LAB_WEIGHTS_DIR)")
+        with open(real, "rb") as f:
+            path.write_bytes(f.read(1_000_000))
+    return path
+
+
+CORRUPT = ["zero-byte", "random-bytes", "truncated-h5", "truncated-real"]
+
+
+def _assert_bad_weights_message(info, path: Path):
+    msg = str(info.value)
+    assert str(path) in msg  # names the file ...
+    assert "cannot be read as Keras HDF5 weights" in msg  # ... what is wrong ...
+    assert f"({path.stat().st_size:,} bytes)" in msg  # ... its size ...
+    # ... and the fix: Keras' file, its size, where it goes
+    assert "download it again" in msg and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in msg
+    assert "58,889,256 bytes" in msg and "$LAB_WEIGHTS_DIR" in msg and "README 'Weights'" in msg
+    assert "\n" not in msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no h5py traceback under it
+    assert isinstance(info.value, LabError)
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_corrupt_weights_in_lab_weights_dir_is_one_clear_error(tmp_path, monkeypatch, clear_model_cache, kind):
+    path = _corrupt(kind, tmp_path / "weights")
+    monkeypatch.setenv("LAB_WEIGHTS_DIR", str(path.parent))
+    with pytest.raises(ResourceMissingError) as info:
+        lab_utils.load_model("vgg16")
+    _assert_bad_weights_message(info, path)
+    assert f"as vgg16_imagenet_notop.h5 (here: {path})" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_corrupt_explicit_weights_file_is_one_clear_error(tmp_path, clear_model_cache, kind):
+    path = _corrupt(kind, tmp_path)
+    with pytest.raises(ResourceMissingError) as info:
+        lab_utils.load_model("vgg16", weights=str(path))
+    _assert_bad_weights_message(info, path)
+    assert "pass its path as weights=" in str(info.value)
+
+
+def test_weights_of_other_layers_say_they_do_not_match(tmp_path, clear_model_cache):
+    path = _small_h5(tmp_path / "other.h5")  # readable HDF5, but one layer of the wrong shape
+    with pytest.raises(ResourceMissingError) as info:
+        lab_utils.load_model("vgg16", weights=path)
+    msg = str(info.value)
+    assert str(path) in msg and "does not match the layers of vgg16" in msg and "13 layers" in msg
+    assert "cannot be read" not in msg and "58,889,256 bytes" in msg and "\n" not in msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 def test_weight_candidates_follow_lab_weights_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_WEIGHTS_DIR", str(tmp_path))
     assert models.weight_candidates("vgg19") == [tmp_path / "vgg19_imagenet_notop.h5"]

@@ -92,3 +92,19 @@ def test_vgg19_reference_where_its_weights_exist():
     assert lab_utils.feeding_layer(vgg19, LAYER) == "block2_conv2"
     assert _top5(lab_utils.channel_table(vgg19, LAYER, FILTER)) == VGG19_TOP5
 
+
+
+def test_the_good_weights_file_loads_by_path_and_from_the_weights_dir(vgg16):
+    # the corrupt-file errors (test_models.py) must not catch a good file: it loads both ways
+    import h5py
+
+    from lab_utils.models import weight_candidates
+
+    path = next(p for p in weight_candidates("vgg16") if p.is_file())
+    explicit = lab_utils.load_model("vgg16", weights=str(path))
+    assert explicit._lab_weights == str(path.resolve())
+    with h5py.File(path, "r") as f:
+        group = f["block5_conv3"]
+        kernel = group[group.attrs["weight_names"][0]][()]  # legacy layout: weight_names lists kernel, bias
+    np.testing.assert_array_equal(explicit.get_layer("block5_conv3").kernel.numpy(), kernel)
+    assert vgg16._lab_weights == str(path.resolve())  # the fixture loaded it from LAB_WEIGHTS_DIR
