@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,57 @@ class LabError(ValueError):
 
 class ResourceMissingError(LabError, RuntimeError):
     """A file, folder or download the kit needs is not available."""
+
+
+# display_name escapes these Unicode categories: controls (C0, DEL, C1), format characters
+# (bidi overrides and isolates such as U+202E, zero-width spaces, BOM), surrogates, line and
+# paragraph separators. They are invisible or reorder/break the text around them.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# ZWNJ and ZWJ are format characters too, but words in Persian and Indic scripts and emoji
+# sequences need them, and they cannot reorder text: kept.
+_KEPT_FORMAT_CHARS = frozenset({"\u200c", "\u200d"})
+
+
+def display_name(name) -> str:
+    """A file name or path as text to show a human: printable, and safe to write into a
+    UTF-8 notebook, JSON file or log.
+
+    ``name``: str, Path or bytes. Python gives a name whose bytes are not UTF-8 (e.g. the
+    Latin-1 ``b"Jos\\xe9.png"``) as a str with surrogate escapes (``"Jos\\udce9.png"``),
+    which cannot be encoded to UTF-8; here such bytes are shown as ``\\xe9``. Control
+    characters (newline, ESC, ...) and invisible format characters (bidi overrides such as
+    U+202E, which can make ``gnp.exe`` read as ``exe.png``; zero-width spaces) are shown as
+    ``\\x1b`` / ``\\u202e`` escapes. Everything else, accents and other scripts included, is
+    unchanged, so an ordinary name looks as it does in a file manager.
+
+    For display only: open files by their path, never by this text (it is not reversible;
+    a name that really holds a backslash looks like an escape).
+    """
+    if isinstance(name, (bytes, bytearray)):
+        raw = bytes(name)
+    else:
+        text = os.fspath(name)
+        if isinstance(text, bytes):
+            raw = text
+        else:
+            try:
+                # UTF-8, not os.fsencode: the text goes into UTF-8 files, and under a non-UTF-8
+                # locale Python already decoded the name correctly (no surrogates left).
+                raw = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # lone surrogates not from a file name's bytes (Windows, JSON)
+                raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    out = []
+    for ch in text:
+        if ch in _KEPT_FORMAT_CHARS or unicodedata.category(ch) not in _ESCAPED_CATEGORIES:
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+    return "".join(out)
 
 
 def weights_dirs() -> list[Path]:

@@ -3,7 +3,7 @@
 A *hand-in* is an ``.ipynb`` file under the folder. Its student name is the
 first folder under the root (``alice/lab.ipynb`` -> ``alice``), or the file name
 for notebooks directly in the root. Names come from the file system and are
-untrusted: ``shown`` makes any of them safe to print and to write into UTF-8
+untrusted: ``config.display_name`` makes any of them safe to print and to write into UTF-8
 pages (undecodable bytes and invisible or direction-changing characters are
 shown as escapes), and ``slugify`` makes page names from them.
 
@@ -20,24 +20,11 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .config import display_name
+
 # Folders that are never submissions (Jupyter autosaves, macOS zip debris, VCS).
 SKIP_DIRS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git", ".svn", ".hg"}
 RESERVED_SLUGS = {"index"}
-
-
-def shown(name: str) -> str:
-    """*name* (a path or file name as the OS gave it) as text that is safe to show.
-
-    Bytes that are not UTF-8 (Python keeps them as surrogate escapes) become
-    ``\\xe9``; control, format and bidirectional-override characters (U+202E,
-    zero-width spaces...) become ``\\u202e`` so that a name cannot hide or reverse
-    part of itself. Printable text, accents and CJK included, is unchanged."""
-    text = os.fsencode(name).decode("utf-8", "backslashreplace") if _has_surrogates(name) else name
-    return "".join(
-        ch if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-        else f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
-        for ch in text
-    )
 
 
 def _has_surrogates(s: str) -> bool:
@@ -45,11 +32,11 @@ def _has_surrogates(s: str) -> bool:
 
 
 def name_notes(raw: str) -> list[str]:
-    """Why ``shown(raw)`` differs from *raw*, for the index's notes column."""
+    """Why ``display_name(raw)`` differs from *raw*, for the index's notes column."""
     notes = []
     if _has_surrogates(raw):
         notes.append("file name is not UTF-8 (undecodable bytes shown as \\xNN)")
-    elif shown(raw) != raw:
+    elif display_name(raw) != raw:
         notes.append("name holds invisible or direction-changing characters (shown as \\uNNNN)")
     return notes
 
@@ -57,14 +44,14 @@ def name_notes(raw: str) -> list[str]:
 @dataclass
 class Submission:
     rel: str  # path relative to DIR, posix style, exactly as on disk (may hold surrogate escapes)
-    name: str  # display name: shown(), still untrusted text (escape before use in HTML)
+    name: str  # display name: display_name(), still untrusted text (escape before use in HTML)
     slug: str  # file-name-safe page name, without ".html"
     notes: list[str] = field(default_factory=list)
-    link: str | None = None  # for a symbolic link: where it points (shown()), never followed
+    link: str | None = None  # for a symbolic link: where it points (display_name()), never followed
 
     @property
     def shown_rel(self) -> str:
-        return shown(self.rel)
+        return display_name(self.rel)
 
 
 @dataclass
@@ -159,7 +146,7 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[S
     keys = {}
     for rel in rels:
         parts = PurePosixPath(rel).parts
-        keys[rel] = shown(parts[0] if len(parts) > 1 else _strip_ipynb(parts[0]))
+        keys[rel] = display_name(parts[0] if len(parts) > 1 else _strip_ipynb(parts[0]))
     counts: dict[str, int] = {}
     for k in keys.values():
         counts[k] = counts.get(k, 0) + 1
@@ -169,7 +156,7 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[S
         key = keys[rel]
         notes = name_notes(rel)
         if counts[key] > 1:
-            name = shown(_strip_ipynb(rel))
+            name = display_name(_strip_ipynb(rel))
             notes.append(
                 f"duplicate name: {counts[key]} notebooks share the name {key!r}; "
                 "each is named by its path"
@@ -184,6 +171,6 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[S
         if slug != base:
             notes.append(f"page renamed to {slug}.html to avoid a clash")
         used.add(slug.lower())
-        link = shown(links[rel]) if rel in links else None
+        link = display_name(links[rel]) if rel in links else None
         subs.append(Submission(rel=rel, name=name, slug=slug, notes=notes, link=link))
     return subs

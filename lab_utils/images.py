@@ -9,6 +9,7 @@ CMYK, 16-bit and float images.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -20,15 +21,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+from PIL.Image import DecompressionBombError
 
-from .config import CLASS_INDEX_PATH, EMBEDDED_PROBE_DIR, LabError, ResourceMissingError
+from .config import (  # noqa: F401  (display_name: part of this module's API)
+    CLASS_INDEX_PATH, EMBEDDED_PROBE_DIR, LabError, ResourceMissingError, display_name)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 WNID_RE = re.compile(r"^(n\d{8})(?:_(.+))?$")
 IMAGENET_MINI = "ifigotin/imagenetmini-1000/versions/1"  # pinned Kaggle dataset version
 # Part of folder_content_key: bump whenever load_image/fit/to_rgb give other pixels for the same file.
 DECODE_VERSION = "shorter-side-bicubic-centre-crop-v1"
+# Part of folder_content_key too: bump whenever label_from_name/display_name give other labels for
+# the same file names (a cached folder scan stores its labels).
+LABEL_VERSION = "display-name-v1"
+
+# Why an entry of a probe folder is not in the set (ProbeSet.skip_reasons, the "skipped" warning).
+UNREADABLE = "unreadable or non-image file"
+TOO_LARGE = "image over Pillow's pixel limit"
+MISSING = "missing file or URL"
+LINK_OUTSIDE = "link to outside the folder"
+LINK_LOOP = "symlink loop"
+LINK_BROKEN = "broken link"
+FOLDER_UNREADABLE = "unreadable folder"
+_PLURALS = {UNREADABLE: "unreadable or non-image files", TOO_LARGE: "images over Pillow's pixel limit",
+            MISSING: "missing files or URLs", LINK_OUTSIDE: "links to outside the folder",
+            LINK_LOOP: "symlink loops", LINK_BROKEN: "broken links", FOLDER_UNREADABLE: "unreadable folders"}
+
+
+class ImageTooLargeError(LabError):
+    """An image over Pillow's decompression-bomb pixel limit (``load_image`` names file and size)."""
+
+
 
 
 def _is_url(source) -> bool:
@@ -44,8 +68,11 @@ def _read_bytes(source, timeout: float = 20.0) -> bytes:
             raise ResourceMissingError(f"could not download {source}: {exc}") from None
     path = Path(source).expanduser()
     if not path.is_file():
-        raise ResourceMissingError(f"image file not found: {path}")
-    return path.read_bytes()
+        raise ResourceMissingError(f"image file not found: {display_name(path)}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # permission denied, a file that vanished: name it, in one line
+        raise LabError(f"could not read {display_name(path)}: {exc.strerror or type(exc).__name__}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -77,31 +104,74 @@ def fit(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header, without Pillow's pixel-count check; None if
+    no format reads it. Only for the message about an image over the limit: the check sits
+    in ``Image.open``, so this asks the format plugins directly, as ``Image.open`` does."""
+    Image.init()
+    prefix = data[:16]
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            ok = not accept or accept(prefix)
+            if ok and not isinstance(ok, str):
+                with factory(io.BytesIO(data), "") as im:
+                    return im.size
+        except Exception:  # noqa: BLE001, S112 - not this format (plugins raise anything): try the next
+            continue
+    return None
+
+
+def _too_large_message(name: str, data: bytes, exc: Exception) -> str:
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+    limit = int(found.group(2)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    wh = _header_size(data)
+    if wh is not None:
+        size = f"{wh[0]}x{wh[1]} = {wh[0] * wh[1]:,} pixels"
+    else:
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (f"image too large to decode: {name} is {size}, over Pillow's limit of {limit:,} pixels "
+            "(a guard against 'decompression bombs'); resize it (e.g. to 1024 pixels on the long side) "
+            "or remove it")
+
+
 def load_image(source, size: int = 224) -> np.ndarray:
-    """One image as RGB uint8 (size, size, 3) from a path, URL, bytes or PIL image."""
+    """One image as RGB uint8 (size, size, 3) from a path, URL, bytes or PIL image.
+
+    Raises ``LabError`` (one line, naming the source) for a file that is not a readable
+    image, and ``ImageTooLargeError`` (a LabError) for one over Pillow's decompression-bomb
+    limit (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, about 179 million pixels), which is refused
+    before its pixels are decoded.
+    """
     if isinstance(source, Image.Image):
         img = source
     else:
         data = source if isinstance(source, (bytes, bytearray)) else _read_bytes(source)
+        name = "<bytes>" if isinstance(source, (bytes, bytearray)) else display_name(str(source))
         try:
             img = Image.open(io.BytesIO(data))
             img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise LabError(f"not a readable image: {source if not isinstance(source, bytes) else '<bytes>'} ({exc})") from None
+        except DecompressionBombError as exc:  # not an OSError: would escape every caller's except
+            raise ImageTooLargeError(_too_large_message(name, data, exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a hostile file makes plugins raise anything (EOFError, ...)
+            raise LabError(f"not a readable image: {name} ({display_name(str(exc)) or type(exc).__name__})") from None
     return fit(to_rgb(img), size)
 
 
 def label_from_name(path: Path, class_folder: bool) -> tuple[str, str | None]:
-    """(human label, wnid or None) from ``train/<wnid>/x.JPEG`` or ``<wnid>_<name>.JPEG``."""
+    """(human label, wnid or None) from ``train/<wnid>/x.JPEG`` or ``<wnid>_<name>.JPEG``.
+
+    A label taken from the name is ``display_name`` text: printable, safe in a UTF-8 notebook.
+    """
     from .models import wnid_to_name
 
     names = wnid_to_name()
     stem = path.parent.name if class_folder else path.stem
-    m = WNID_RE.match(stem)
+    m = WNID_RE.fullmatch(stem)  # fullmatch: "$" alone would accept a trailing newline
     if m:
         wnid = m.group(1)
-        return names.get(wnid, m.group(2) or wnid), wnid
-    return stem, None
+        return names.get(wnid, display_name(m.group(2)) if m.group(2) else wnid), wnid
+    return display_name(stem), None
 
 
 @dataclass
@@ -109,7 +179,11 @@ class ProbeSet:
     """Decoded images with their labels: the set a filter is probed with.
 
     ``images``: uint8 (N, size, size, 3); ``labels``: class names; ``wnids``:
-    ImageNet ids (None where unknown); ``sources``: where each image came from.
+    ImageNet ids (None where unknown); ``sources``: where each image came from (paths
+    as the file system gives them: open files by these, show them with ``display_name``).
+    ``skipped``: sources left out (unreadable or non-image files, images over Pillow's
+    pixel limit, links not followed), with ``skip_reasons[i]`` saying why (``UNREADABLE``,
+    ``TOO_LARGE``, ``LINK_OUTSIDE``, ``LINK_LOOP``, ...).
     """
 
     images: np.ndarray
@@ -118,6 +192,7 @@ class ProbeSet:
     sources: list[str]
     name: str = "probe set"
     skipped: list[str] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -135,22 +210,174 @@ class ProbeSet:
                         [self.sources[i] for i in idx], self.name)
 
 
-def list_image_files(folder: Path) -> tuple[list[Path], bool]:
-    """Image files of a folder, sorted, and whether they sit in class subfolders."""
-    flat = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if subdirs and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in flat):
-        files = sorted(p for d in subdirs for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return files, True
-    return flat, False
+@dataclass
+class FolderListing:
+    """What ``list_image_files`` found in a probe folder.
+
+    ``files``: the candidate files, sorted, as paths under the folder as given (a link kept
+    inside the folder keeps its own name: the label comes from it); ``class_folder``: whether
+    they sit in class subfolders; ``skipped``: (path, reason) of every link not followed
+    (``LINK_OUTSIDE``, ``LINK_LOOP``, ``LINK_BROKEN``) and every sub-folder that could not
+    be read (``FOLDER_UNREADABLE``), in the order found.
+    """
+
+    files: list[Path]
+    class_folder: bool
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def image_files(self) -> list[Path]:
+        """The files with an image extension (``IMAGE_EXTENSIONS``, any case)."""
+        return [f for f in self.files if f.suffix.lower() in IMAGE_EXTENSIONS]
 
 
-def _decode_many(sources, size):
+def _link_problem(link: str, root: Path, chain: tuple) -> str | None:
+    """Why the symlink ``link`` in a probe folder is not followed, or None where its target
+    stays inside ``root`` (the folder, resolved). ``chain``: the resolved folders from
+    ``root`` down to the link's folder; a link back to one of them would list them forever."""
+    try:
+        os.stat(link)  # follows the whole chain of links
+    except OSError as exc:
+        return LINK_LOOP if exc.errno == errno.ELOOP else LINK_BROKEN
+    target = Path(os.path.realpath(link))
+    if not target.is_relative_to(root):
+        return LINK_OUTSIDE
+    if target in chain:
+        return LINK_LOOP
+    return None
+
+
+def _list_dir(d: Path, root: Path, chain: tuple, skipped: list) -> tuple[list[Path], list[Path]]:
+    """(files, folders) directly in ``d``, sorted by name, hidden names left out. A symlink
+    is kept only where ``_link_problem`` finds none; the others go to ``skipped`` as
+    (path, reason). Raises OSError where ``d`` itself cannot be listed."""
+    files, dirs = [], []
+    with os.scandir(d) as it:  # scandir: the entry type comes with the listing, no stat per file
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        path = d / e.name
+        try:
+            if e.is_symlink():
+                problem = _link_problem(e.path, root, chain)
+                if problem is not None:
+                    skipped.append((path, problem))
+                    continue
+            if e.is_file():
+                files.append(path)
+            elif e.is_dir():
+                dirs.append(path)
+        except OSError:  # removed while listed: as if it had not been there
+            continue
+    return files, dirs
+
+
+def list_image_files(folder: Path) -> FolderListing:
+    """The candidate files of a probe folder: the one place that lists a folder's files
+    (``load_probe_set``, ``folder_content_key`` and ``check_probe_folder`` use it).
+
+    Flat folder: its files. Class subfolders (sub-folders and no image file at the top):
+    every file below them. Names starting with "." are left out (hidden files and folders).
+    Symlinks are followed only where the target, fully resolved, stays inside the folder:
+    a link out of it (to a home folder, /etc), a broken link and a link loop are never
+    followed, and each is reported in ``FolderListing.skipped``. Non-image files are listed
+    too: the decoder skips and counts them.
+    """
+    folder = Path(folder)
+    root = Path(os.path.realpath(folder))
+    skipped: list[tuple[Path, str]] = []
+    try:
+        flat, subdirs = _list_dir(folder, root, (root,), skipped)
+    except OSError as exc:
+        raise LabError(f"cannot read the probe folder {display_name(folder)}: "
+                       f"{exc.strerror or type(exc).__name__}") from None
+    if not subdirs or any(p.suffix.lower() in IMAGE_EXTENSIONS for p in flat):
+        return FolderListing(flat, False, skipped)
+    files: list[Path] = []
+    # Depth first, in name order. ``chain``: the resolved folders above; a followed link never
+    # leads back into one of them (LINK_LOOP), so every path down meets a new folder and ends.
+    todo = [(d, (root, Path(os.path.realpath(d)))) for d in reversed(subdirs)]
+    while todo:
+        d, chain = todo.pop()
+        try:
+            below, sub = _list_dir(d, root, chain, skipped)
+        except OSError:
+            skipped.append((d, FOLDER_UNREADABLE))
+            continue
+        files.extend(below)
+        todo.extend((s, chain + (Path(os.path.realpath(s)),)) for s in reversed(sub))
+    return FolderListing(sorted(files), True, skipped)
+
+
+def check_probe_folder(source) -> None:
+    """Fail fast when a local probe folder holds no candidate image file: a one-line
+    ``LabError`` naming the folder and the fix, before any model is loaded or image decoded.
+
+    Candidates are what ``list_image_files`` lists (symlink rules included) with an image
+    extension (``IMAGE_EXTENSIONS``, any case); files are not opened, so a folder of broken
+    JPEGs passes here and fails in ``load_probe_set``. Sources that are not a local folder
+    (None for the embedded set, URLs, lists, single files, paths that do not exist) are
+    left to the other checks. Cost: one directory listing (~1 ms per 1000 files).
+    """
+    folder = local_folder(source)
+    if folder is None:
+        return
+    listing = list_image_files(folder)
+    if listing.image_files:
+        return
+    name = probe_set_name(None) if source is None else display_name(folder)  # "~" expanded: the real place
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+    note = f" ({_count_reasons(r for _, r in listing.skipped)} skipped)" if listing.skipped else ""
+    raise LabError(f"the probe folder {name} holds no image file ({extensions}){note}; put images in it "
+                   "(flat, or one sub-folder per class) or use probe_set=None for the embedded set")
+
+
+def _reason_counts(reasons) -> dict[str, int]:
+    """{reason: how many}, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    return counts
+
+
+def _counted(reason: str, n: int) -> str:
+    """'1 broken link', '2 broken links'."""
+    return f"{n} {reason if n == 1 else _PLURALS.get(reason, reason + '(s)')}"
+
+
+def _count_reasons(reasons) -> str:
+    """'2 broken links, 1 symlink loop' from reasons, in order of first appearance."""
+    return ", ".join(_counted(r, n) for r, n in _reason_counts(reasons).items())
+
+
+def _skipped_warning(name: str, skipped: list[str], reasons: list[str], folder: Path | None) -> str:
+    """The one warning about the entries a probe set left out: how many, by reason, with
+    one example of each (its path relative to ``folder`` where it sits in it)."""
+    def short(src):
+        try:
+            return display_name(Path(src).relative_to(folder).as_posix()) if folder else display_name(src)
+        except ValueError:
+            return display_name(src)
+
+    first: dict[str, str] = {}
+    for src, reason in zip(skipped, reasons):
+        first.setdefault(reason, src)
+    groups = "; ".join(f"{_counted(r, n)}, e.g. {short(first[r])}" for r, n in _reason_counts(reasons).items())
+    return f"skipped {len(skipped)} entr{'ies' if len(skipped) > 1 else 'y'} in {name}: {groups}"
+
+
+def _decode_many(sources, size) -> list:
+    """Each source decoded (``load_image``), or where it fails, the reason (a str) why."""
     def one(src):
         try:
             return load_image(src, size)
+        except ImageTooLargeError:
+            return TOO_LARGE
+        except ResourceMissingError:
+            return MISSING
         except (LabError, OSError, ValueError):
-            return None
+            return UNREADABLE
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         return list(pool.map(one, sources))
@@ -163,8 +390,10 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
     images, one per class). A folder may be flat (labels from file names
     ``<wnid>_<name>.JPEG``) or hold class subfolders (``train/<wnid>/*.JPEG``).
     ``limit`` keeps the first N images (sorted by path), ``per_class`` the
-    first N of each class. Unreadable or non-image files are skipped with one
-    warning that counts them; an empty result is an error.
+    first N of each class. Unreadable or non-image files, images over Pillow's
+    pixel limit and symlinks that leave the folder (or loop, or are broken; see
+    ``list_image_files``) are skipped with one warning that counts them by reason
+    (``ProbeSet.skipped``, ``skip_reasons``); an empty result is an error.
 
     Folders (and the embedded set) are decoded once per process: a second call
     with the same arguments, while no file of the folder changed (names, sizes,
@@ -176,8 +405,8 @@ def load_probe_set(source=None, size: int = 224, limit: int | None = None, per_c
         probe = _DECODED.pop(signature)
         _DECODED[signature] = probe  # most recently used last
         if probe.skipped:
-            warnings.warn(f"skipped {len(probe.skipped)} unreadable or non-image file(s) in {probe.name}, "
-                          f"e.g. {probe.skipped[0]}", stacklevel=2)
+            warnings.warn(_skipped_warning(probe.name, probe.skipped, probe.skip_reasons, local_folder(source)),
+                          stacklevel=2)
         return _shared_copy(probe)
     probe = _load_probe_set_uncached(source, size, limit, per_class)
     if signature is not None and probe.images.nbytes <= _DECODED_MAX_BYTES:
@@ -200,7 +429,7 @@ def _shared_copy(probe: ProbeSet) -> ProbeSet:
     images = probe.images.view()
     images.flags.writeable = False
     return ProbeSet(images, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name,
-                    list(probe.skipped))
+                    list(probe.skipped), list(probe.skip_reasons))
 
 
 def local_folder(source) -> Path | None:
@@ -227,14 +456,17 @@ def _folder_signature(source, size, limit, per_class):
 
 
 def probe_set_name(source) -> str:
-    return "embedded probe set (data/probe-224)" if source is None else str(source)
+    """The probe set's name for people (ProbeSet.name, messages): printable ``display_name`` text."""
+    return "embedded probe set (data/probe-224)" if source is None else display_name(str(source))
 
 
 def folder_content_key(source=None, size: int = 224, limit: int | None = None,
                        per_class: int | None = None) -> str | None:
     """A key for what ``load_probe_set(source, size, limit, per_class)`` decodes, from the
-    folder's files without decoding them: sha256 of every file's relative path and bytes,
-    the decode settings, Pillow's version and the class index (labels).
+    folder's files without decoding them: sha256 of every file's relative path (its bytes
+    on disk, so any name works) and contents, the decode and label settings, Pillow's
+    version and the class index (labels). The files are those ``list_image_files`` lists:
+    links out of the folder are never read.
 
     Results computed from the decoded set (a scan) can be cached under it and served
     without decoding 1000 JPEGs (~4 s; hashing the embedded set's 16 MB: ~0.1 s).
@@ -245,12 +477,14 @@ def folder_content_key(source=None, size: int = 224, limit: int | None = None,
     path = local_folder(source)
     if path is None:
         return None
-    files, class_folder = list_image_files(path)
-    h = hashlib.sha256(repr((DECODE_VERSION, PIL.__version__, size, limit, per_class, class_folder)).encode())
+    listing = list_image_files(path)
+    h = hashlib.sha256(repr((DECODE_VERSION, LABEL_VERSION, PIL.__version__, size, limit, per_class,
+                             listing.class_folder)).encode())
     h.update(CLASS_INDEX_PATH.read_bytes() if CLASS_INDEX_PATH.is_file() else b"no class index")
     try:
-        for f in files:
-            rel = f.relative_to(path).as_posix().encode()
+        for f in listing.files:
+            # the name's bytes as on disk: a str with surrogate escapes (non-UTF-8 name) cannot .encode()
+            rel = os.fsencode(f.relative_to(path).as_posix())
             h.update(len(rel).to_bytes(4, "little") + rel)
             data = f.read_bytes()
             h.update(len(data).to_bytes(8, "little") + data)
@@ -269,31 +503,32 @@ def _load_probe_set_uncached(source, size, limit, per_class) -> ProbeSet:
     name = probe_set_name(source)
     source = EMBEDDED_PROBE_DIR if source is None else source
     items: list[tuple[str, str, object]] = []
+    listing = None  # the folder's listing, where source is a folder
     if isinstance(source, (list, tuple)):
         for s in source:
             p = Path(s) if not _is_url(s) else None
-            label, wnid = label_from_name(p, False) if p else (str(s).rsplit("/", 1)[-1], None)
+            label, wnid = label_from_name(p, False) if p else (display_name(str(s).rsplit("/", 1)[-1]), None)
             items.append((str(s), label, wnid))
     elif _is_url(source):
-        items.append((source, str(source).rsplit("/", 1)[-1], None))
+        items.append((source, display_name(str(source).rsplit("/", 1)[-1]), None))
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise ResourceMissingError(f"probe set not found: {path}")
+            raise ResourceMissingError(f"probe set not found: {display_name(path)}")
         if path.is_file():
             label, wnid = label_from_name(path, False)
             items.append((str(path), label, wnid))
         else:
-            files, class_folder = list_image_files(path)
-            for f in files:
-                label, wnid = label_from_name(f, class_folder)
+            listing = list_image_files(path)
+            for f in listing.files:
+                label, wnid = label_from_name(f, listing.class_folder)
                 items.append((str(f), label, wnid))
     # ``limit`` and ``per_class`` count readable images, not files: decode the
     # first candidates in one parallel batch, and only where some fail, go on
     # with the next candidates (a README or a corrupt file never costs a slot).
     todo = list(range(len(items)))
     taken: dict[int, np.ndarray] = {}
-    failed: list[int] = []
+    failed: dict[int, str] = {}  # index: reason
     per_label: dict[str, int] = {}
     while todo:
         batch, planned = [], dict(per_label)
@@ -307,23 +542,27 @@ def _load_probe_set_uncached(source, size, limit, per_class) -> ProbeSet:
         if not batch:
             break
         for i, img in zip(batch, _decode_many([items[i][0] for i in batch], size)):
-            if img is None:
-                failed.append(i)
+            if isinstance(img, str):
+                failed[i] = img
             else:
                 taken[i] = img
                 per_label[items[i][1]] = per_label.get(items[i][1], 0) + 1
         done = set(batch)
         todo = [i for i in todo if i not in done]
     good = [(items[i], taken[i]) for i in sorted(taken)]
-    skipped = [items[i][0] for i in sorted(failed)]
+    # links not followed and files that failed, in path order: one list, one warning
+    skips = sorted([(str(p), reason) for p, reason in (listing.skipped if listing is not None else [])]
+                   + [(items[i][0], reason) for i, reason in failed.items()])
+    skipped, reasons = [s for s, _ in skips], [r for _, r in skips]
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable or non-image file(s) in {name}, e.g. {skipped[0]}",
-                      stacklevel=2)
+        folder = Path(source).expanduser() if listing is not None else None
+        warnings.warn(_skipped_warning(name, skipped, reasons, folder), stacklevel=2)
     if not good:
-        raise LabError(f"the probe set {name} holds no readable image; give a folder of .jpg/.png images")
+        note = f" (skipped {len(skipped)}: {_count_reasons(reasons)})" if skipped else ""
+        raise LabError(f"the probe set {name} holds no readable image{note}; give a folder of .jpg/.png images")
     images = np.stack([img for _, img in good])
     return ProbeSet(images, [it[1] for it, _ in good], [it[2] for it, _ in good],
-                    [it[0] for it, _ in good], name, skipped)
+                    [it[0] for it, _ in good], name, skipped, reasons)
 
 
 def load_imagenet_mini(split: str = "val", size: int = 224, limit: int | None = None,

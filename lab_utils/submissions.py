@@ -54,7 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .handins import (  # noqa: F401  (discover, slugify: part of this module's API)
-    Submission, assign_names, discover, scan, shown, slugify)
+    Submission, assign_names, discover, scan, slugify)
+from .config import display_name
 from .pages import document, inject_banner, notebook_html, simple_page, write_text_atomic
 from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
@@ -670,8 +671,8 @@ class _Live:
 
 @dataclass
 class Result:
-    student: str  # shown(): safe to print, still to be escaped in HTML
-    file: str  # shown() relative path
+    student: str  # display_name(): safe to print, still to be escaped in HTML
+    file: str  # display_name() relative path
     page: str
     status: str
     seconds: float  # this hand-in's whole grading: run and page
@@ -713,7 +714,7 @@ def read_run_info(workroot: Path) -> dict | None:
 def _log_tail(path: Path) -> str:
     try:
         lines = path.read_bytes()[-4000:].decode("utf-8", "replace").strip().splitlines()
-        return shown(lines[-1])[:300] if lines else ""
+        return display_name(lines[-1])[:300] if lines else ""
     except OSError:
         return ""
 
@@ -773,7 +774,7 @@ def _page_worker(spec: dict, live: _Live) -> dict | None:
                 return json.loads(line[len(RESULT_PREFIX):])
             except ValueError:
                 break
-    tail = shown(next((ln for ln in reversed(lines) if ln.strip()), ""))[:300]
+    tail = display_name(next((ln for ln in reversed(lines) if ln.strip()), ""))[:300]
     spec["_failure"] = (f"the page could not be made in {RENDER_TIMEOUT:g} s" if killed
                         else f"the grading process exited with code {rc}" + (f": {tail}" if tail else ""))
     return None
@@ -891,7 +892,7 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
         ignored_html = (
             f"<details><summary>Ignored files ({len(ignored)}): not notebooks, hidden, "
             "checkpoint folders or symbolic links</summary><ul>"
-            + "".join(f"<li><code>{e(shown(p))}</code></li>" for p in listed) + more + "</ul></details>"
+            + "".join(f"<li><code>{e(display_name(p))}</code></li>" for p in listed) + more + "</ul></details>"
         )
     security = ""
     if args.execute:
@@ -900,8 +901,8 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
             "own process and temporary folder, with an allow-list environment, timeouts and "
             "proxy variables pointing nowhere. This is not a sandbox.</p>"
         )
-    folder = shown(str(root))
-    body = f"""<h1>Submissions: {e(shown(root.name))}</h1>
+    folder = display_name(str(root))
+    body = f"""<h1>Submissions: {e(display_name(root.name))}</h1>
 <div class="meta">Folder <code>{e(folder)}</code> &middot; {len(results)} notebooks &middot;
 {e(_mode_text(args))} &middot; {args.jobs} at a time &middot; generated
 {e(started.strftime('%Y-%m-%d %H:%M:%S %Z').strip())} in {elapsed:.1f} s</div>
@@ -922,7 +923,7 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
 Notes such as <i>old nbformat (converted)</i> or <i>outputs truncated</i> do not change the
 status. The submitted files were only read, never modified.</p>"""
     path = out / "index.html"
-    write_text_atomic(path, document(f"Submissions: {shown(root.name)}", body,
+    write_text_atomic(path, document(f"Submissions: {display_name(root.name)}", body,
                                      head=f"<style>{INDEX_CSS}</style>"))
     return path
 
@@ -953,8 +954,8 @@ def run_batch(args, root: Path, out: Path) -> int:
     live = _Live()
     results: dict[int, Result] = {}
     mode = "executing" if args.execute else "converting"
-    print(f"[submissions] {mode} {len(subs)} notebook(s) from {shown(str(root))}, "
-          f"{args.jobs} at a time -> {shown(str(out))}", file=sys.stderr)
+    print(f"[submissions] {mode} {len(subs)} notebook(s) from {display_name(str(root))}, "
+          f"{args.jobs} at a time -> {display_name(str(out))}", file=sys.stderr)
     interrupted = False
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     futures = {pool.submit(grade_one, sub, args, root, out, live): i for i, sub in enumerate(subs)}
@@ -969,7 +970,7 @@ def run_batch(args, root: Path, out: Path) -> int:
                            status=GRADER_ERROR, seconds=0.0, notes=list(sub.notes),
                            message=f"{type(e).__name__}: {e}")
             results[i] = r
-            print(f"[{done}/{len(subs)}] {shown(r.student)}: {r.status} ({r.seconds:.1f} s)",
+            print(f"[{done}/{len(subs)}] {display_name(r.student)}: {r.status} ({r.seconds:.1f} s)",
                   file=sys.stderr)
     except KeyboardInterrupt:
         interrupted = True
@@ -983,15 +984,15 @@ def run_batch(args, root: Path, out: Path) -> int:
     ordered = [results[i] for i in range(len(subs))]
     ordered.sort(key=lambda r: (r.student.lower(), r.file))
     write_text_atomic(out / "results.json", json.dumps(
-        {"folder": shown(str(root)), "mode": _mode_text(args),
+        {"folder": display_name(str(root)), "mode": _mode_text(args),
          "submissions": [{**asdict(r), "ok": r.ok} for r in ordered]}, indent=1))
     index = write_index(out, ordered, root=root, args=args, ignored=ignored, started=started,
                         elapsed=time.monotonic() - t0)
     _clean_stale_pages(out, {r.page for r in ordered})
     n_bad = sum(not r.ok for r in ordered)
     if not ordered:
-        print(f"[submissions] no .ipynb files found under {shown(str(root))}", file=sys.stderr)
-    print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {shown(str(index))}",
+        print(f"[submissions] no .ipynb files found under {display_name(str(root))}", file=sys.stderr)
+    print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {display_name(str(index))}",
           file=sys.stderr)
     return 0 if ordered and not n_bad else 1
 
@@ -1124,27 +1125,27 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     args = parser.parse_args(argv)
     src = Path(args.submissions).expanduser()
     if not src.exists():
-        parser.error(f"--submissions {shown(args.submissions)}: no such folder")
+        parser.error(f"--submissions {display_name(args.submissions)}: no such folder")
     if not src.is_dir():
-        parser.error(f"--submissions {shown(args.submissions)}: not a folder")
+        parser.error(f"--submissions {display_name(args.submissions)}: not a folder")
     root = src.resolve()
     out = Path(args.out).expanduser().resolve()
     if out == root or _inside(out, root):
-        parser.error(f"--out {shown(args.out)} is inside the submissions folder; choose a folder "
+        parser.error(f"--out {display_name(args.out)} is inside the submissions folder; choose a folder "
                      "outside it (submissions are never written to)")
     if out.exists() and not out.is_dir():
-        parser.error(f"--out {shown(args.out)} exists and is not a folder")
+        parser.error(f"--out {display_name(args.out)} exists and is not a folder")
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        parser.error(f"--out {shown(args.out)}: {shown(str(blocker))} is a file, not a folder")
+        parser.error(f"--out {display_name(args.out)}: {display_name(str(blocker))} is a file, not a folder")
     if hide_paths and args.execute:
         _reexec_hiding_paths(args, root, out)
     try:
         return run_batch(args, root, out)
     except OSError as e:
-        print(f"submissions: error: {shown(str(e))}", file=sys.stderr)
+        print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(hide_paths=False))
+    sys.exit(main(hide_paths=True))

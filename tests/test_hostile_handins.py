@@ -17,6 +17,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lab_utils import handins, pages
+from lab_utils.config import display_name
 from lab_utils import student_kernel as K
 
 from test_submissions import page_text, results, run_cli, write_nb  # noqa: E402
@@ -40,12 +41,12 @@ def no_tmp_left(out: Path) -> list[str]:
 
 def test_shown_names_are_printable_utf8():
     latin1 = os.fsdecode(b"Jos\xe9")
-    assert handins.shown(latin1) == "Jos\\xe9"
-    assert handins.shown("\u202egpj.ipynb") == "\\u202egpj.ipynb"
-    assert handins.shown("a\u200bb") == "a\\u200bb"  # zero-width space
-    assert handins.shown("José Núñez 张伟") == "José Núñez 张伟"  # real names unchanged
+    assert display_name(latin1) == "Jos\\xe9"
+    assert display_name("\u202egpj.ipynb") == "\\u202egpj.ipynb"
+    assert display_name("a\u200bb") == "a\\u200bb"  # zero-width space
+    assert display_name("José Núñez 张伟") == "José Núñez 张伟"  # real names unchanged
     for raw in (latin1, "\u202egpj", "tab\there", "nl\nx"):
-        s = handins.shown(raw)
+        s = display_name(raw)
         s.encode("utf-8")  # would raise for surrogates
         assert all(ch.isprintable() for ch in s), s
     assert handins.name_notes(latin1) and handins.name_notes("\u202ex") and not handins.name_notes("ok")
@@ -218,7 +219,7 @@ while pid > 1:
             pass
     for link in ("cwd", "exe"):
         try:
-            look(f"{{base}}/{{link}}", os.readlink(f"{{base}}/{{link}}"))
+            look(f"{{base}}/{{link}} of " + open(f"{{base}}/cmdline", "rb").read().replace(b"\\0", b" ").decode()[:200], os.readlink(f"{{base}}/{{link}}"))
         except OSError:
             pass
     try:

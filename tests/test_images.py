@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import json
 import os
+import signal
 import threading
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -479,3 +482,260 @@ def test_probe_set_folder_is_decoded_once_until_a_file_changes(tmp_path, monkeyp
     changed = lab_utils.load_probe_set(tmp_path, size=S)
     assert decoded == [2, 2, 2]
     assert changed.images[1].mean(axis=(0, 1))[2] > 200  # the new blue pixels, not the memoized green
+
+
+# ------------------------------------------------------------------ hostile input (issue 9)
+LATIN1_NAME = b"Jos\xe9.png"  # "José.png" in Latin-1: not UTF-8, Python gives it as "Jos\udce9.png"
+
+
+def _bytes_path(folder: Path, *names: bytes) -> bytes:
+    return os.path.join(os.fsencode(str(folder)), *names)
+
+
+def _utf8_safe(text: str) -> str:
+    """text, after checking it can go into a UTF-8 notebook / JSON file as it is."""
+    json.dumps(text, ensure_ascii=False).encode("utf-8")  # raises on surrogates
+    text.encode("utf-8")
+    return text
+
+
+def test_display_name_escapes_undecodable_bytes_and_controls():
+    latin1 = os.fsdecode(LATIN1_NAME)
+    with pytest.raises(UnicodeEncodeError):
+        latin1.encode()  # the bug: such a name cannot be written as UTF-8 unescaped
+    assert images.display_name(latin1) == "Jos\\xe9.png"
+    assert images.display_name(LATIN1_NAME) == images.display_name(Path(latin1)) == "Jos\\xe9.png"
+    # bidi override (shows "gnp.exe" as "exe.png"), zero-width space, newline, ESC, DEL, C1: escaped
+    assert images.display_name("x\u202egnp.exe") == "x\\u202egnp.exe"
+    assert images.display_name("a\u200bb\nc\x1b[31md\x7f\x85") == "a\\u200bb\\x0ac\\x1b[31md\\x7f\\x85"
+    assert images.display_name("\ud800lone") == "\\ud800lone"  # a lone surrogate not from bytes
+    # ordinary names, other scripts, emoji (with joiners) are unchanged
+    for ok in ("José.png", "猫の写真.jpg", "Ünïcødé ñame.png", "👨\u200d👩\u200d👧.png", "a b.png"):
+        assert images.display_name(ok) == ok
+    for name in (latin1, "x\u202egnp.exe", "a\nb", "\ud800"):
+        shown = _utf8_safe(images.display_name(name))
+        assert shown.isprintable() and images.display_name(shown) == shown  # idempotent
+
+
+def test_non_utf8_file_and_folder_names_load_key_and_label(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (40, 40), RED).save(_bytes_path(flat, LATIN1_NAME), "PNG")
+    _write(flat / "n01440764_tench.png", encode(Image.new("RGB", (40, 40), GREEN), "PNG"))
+    _write(flat / "evil\u202egnp.png", encode(Image.new("RGB", (40, 40), BLUE), "PNG"))
+    with open(_bytes_path(flat, b"notes-\xff.txt"), "wb") as f:  # unreadable, with a non-UTF-8 name
+        f.write(b"not an image")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ps = lab_utils.load_probe_set(flat, size=S)
+    msgs = [_utf8_safe(str(w.message)) for w in rec if "skipped" in str(w.message)]
+    assert len(msgs) == 1 and "notes-\\xff.txt" in msgs[0]
+    assert ps.labels == ["Jos\\xe9", "evil\\u202egnp", "tench"]
+    for label in ps.labels:
+        assert _utf8_safe(label).isprintable()
+    assert _utf8_safe(json.dumps({"labels": ps.labels}, ensure_ascii=False))
+    # the sources are the real names: they open the files
+    assert os.fsencode(ps.sources[0]) == _bytes_path(flat, LATIN1_NAME)
+    assert near(lab_utils.load_image(ps.sources[0], S)[S // 2, S // 2], RED, 0)
+    assert near(ps.images[0, S // 2, S // 2], RED, 0)
+
+    key = images.folder_content_key(flat, size=S)
+    assert key is not None and key == images.folder_content_key(flat, size=S)
+    Image.new("RGB", (40, 40), WHITE).save(_bytes_path(flat, LATIN1_NAME), "PNG")  # same name, other bytes
+    assert images.folder_content_key(flat, size=S) not in (None, key)
+
+    # class sub-folder named in Latin-1, holding a file named in Latin-1
+    classes = tmp_path / "classes"
+    (classes / "n01440764").mkdir(parents=True)
+    os.mkdir(_bytes_path(classes, b"Caf\xe9"))
+    Image.new("RGB", (40, 40), BLUE).save(_bytes_path(classes, b"Caf\xe9", LATIN1_NAME), "PNG")
+    _write(classes / "n01440764" / "a.jpg", jpeg(RED))
+    ps = lab_utils.load_probe_set(classes, size=S)
+    assert ps.labels == ["Caf\\xe9", "tench"] and ps.skipped == []
+    assert near(ps.images[0, S // 2, S // 2], BLUE, 0)
+    assert images.folder_content_key(classes, size=S) is not None
+
+
+# A PNG whose header says 20000x20000 (1-bit grey): 400 million pixels, over Pillow's
+# decompression-bomb limit (2 x MAX_IMAGE_PIXELS, ~179 million). Its rows are zeros, so the
+# zlib stream is ~50 KB; Pillow refuses it from the header, before decoding a pixel.
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
+
+@functools.lru_cache(maxsize=1)
+def _bomb_png(side: int = 20000) -> bytes:
+    row = bytes(1 + (side + 7) // 8)  # filter byte 0, then side bits of 0
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row * 500) for _ in range(side // 500)) + z.flush()
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])  # bit depth 1, grey, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+            + _png_chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_a_one_line_lab_error(tmp_path):
+    data = _bomb_png()
+    assert len(data) < 100_000  # tens of KB on disk
+    with pytest.raises(Image.DecompressionBombError):  # what Pillow does: not an OSError
+        Image.open(io.BytesIO(data))
+    bomb = _write(tmp_path / "huge.png", data)
+    with pytest.raises(LabError) as info:
+        lab_utils.load_image(bomb)
+    msg = str(info.value)
+    assert "\n" not in msg and str(bomb) in msg
+    assert "20000x20000" in msg and f"{2 * Image.MAX_IMAGE_PIXELS:,}" in msg and "resize" in msg
+    assert isinstance(info.value, images.ImageTooLargeError)
+    with pytest.raises(LabError, match=r"<bytes> is 20000x20000"):
+        lab_utils.load_image(data)
+
+
+def test_decompression_bomb_in_a_folder_is_skipped_and_named(tmp_path):
+    _write(tmp_path / "a_good.jpg", jpeg(RED))
+    _write(tmp_path / "b_huge.png", _bomb_png())
+    _write(tmp_path / "c_good.png", encode(Image.new("RGB", (40, 40), BLUE), "PNG"))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ps = lab_utils.load_probe_set(tmp_path, size=S)
+    msgs = [str(w.message) for w in rec if "skipped" in str(w.message)]
+    assert len(msgs) == 1 and "skipped 1 " in msgs[0] and "b_huge.png" in msgs[0] and "pixel limit" in msgs[0]
+    assert [Path(s).name for s in ps.sources] == ["a_good.jpg", "c_good.png"]
+    assert [Path(s).name for s in ps.skipped] == ["b_huge.png"] and ps.skip_reasons == [images.TOO_LARGE]
+    # limit counts readable images: the bomb does not take a slot
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert len(lab_utils.load_probe_set(tmp_path, size=S, limit=2)) == 2
+
+
+def _symlink(target, link: Path, target_is_directory=False):
+    try:
+        os.symlink(target, link, target_is_directory=target_is_directory)
+    except (OSError, NotImplementedError) as exc:  # Windows without the privilege
+        pytest.skip(f"cannot make symlinks here: {exc}")
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder beside the probe folder holding a blue image (content that must never be read)."""
+    out = tmp_path / "outside"
+    _write(out / "secret.png", encode(Image.new("RGB", (40, 40), BLUE), "PNG"))
+    _write(out / "n01443537_fish.png", encode(Image.new("RGB", (40, 40), BLUE), "PNG"))
+    return out
+
+
+def _no_blue(ps):
+    return not any(near(img[S // 2, S // 2], BLUE, 30) for img in ps.images)
+
+
+def test_symlinks_out_of_the_folder_loops_and_broken_are_not_followed(tmp_path, outside):
+    probe = tmp_path / "probe"
+    _write(probe / "a_good.jpg", jpeg(RED))
+    _write(probe / "b_good.png", encode(Image.new("RGB", (40, 40), GREEN), "PNG"))
+    _symlink(outside / "secret.png", probe / "c_outside.png")
+    _symlink(outside, probe / "d_outside_dir", target_is_directory=True)
+    _symlink(probe / "e_loop_b.png", probe / "e_loop_a.png")
+    _symlink(probe / "e_loop_a.png", probe / "e_loop_b.png")
+    _symlink(probe / "missing.png", probe / "f_broken.png")
+    _symlink("../outside/../probe/../outside/secret.png", probe / "g_relative_out.png")  # resolves outside
+    _symlink("a_good.jpg", probe / "h_inside.jpg")  # stays inside: followed
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ps = lab_utils.load_probe_set(probe, size=S)
+    assert [Path(s).name for s in ps.sources] == ["a_good.jpg", "b_good.png", "h_inside.jpg"]
+    assert ps.labels[2] == "h_inside" and near(ps.images[2, S // 2, S // 2], RED)
+    assert _no_blue(ps)
+    reasons = dict(zip((Path(s).name for s in ps.skipped), ps.skip_reasons))
+    assert reasons == {"c_outside.png": images.LINK_OUTSIDE, "d_outside_dir": images.LINK_OUTSIDE,
+                       "e_loop_a.png": images.LINK_LOOP, "e_loop_b.png": images.LINK_LOOP,
+                       "f_broken.png": images.LINK_BROKEN, "g_relative_out.png": images.LINK_OUTSIDE}
+    msgs = [str(w.message) for w in rec if "skipped" in str(w.message)]
+    assert len(msgs) == 1 and "skipped 6 " in msgs[0]
+    for part in ("3 links to outside the folder, e.g. c_outside.png", "2 symlink loops", "1 broken link"):
+        assert part in msgs[0], msgs[0]
+    # the key never reads the outside file: changing it changes nothing
+    key = images.folder_content_key(probe, size=S)
+    _write(outside / "secret.png", encode(Image.new("RGB", (40, 40), WHITE), "PNG"))
+    assert images.folder_content_key(probe, size=S) == key
+    images.check_probe_folder(probe)  # has images of its own
+
+
+def _listed_within(folder: Path, seconds: float = 10.0):
+    """list_image_files(folder), failing (not hanging) where a link loop makes it walk forever."""
+    if not hasattr(signal, "setitimer"):  # Windows: no alarm; a loop would hang the run instead
+        return images.list_image_files(folder)
+
+    def too_slow(signum, frame):
+        raise AssertionError(f"list_image_files({folder}) still walking after {seconds} s: a link loop followed")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return images.list_image_files(folder)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_class_folder_symlinks_out_and_loops_are_not_followed(tmp_path, outside):
+    root = tmp_path / "train"
+    _write(root / "n01440764" / "a.jpg", jpeg(RED))
+    _symlink(outside, root / "n01443537", target_is_directory=True)  # a whole class from outside
+    _symlink(outside / "secret.png", root / "n01440764" / "b_out.png")
+    _symlink("..", root / "n01440764" / "up", target_is_directory=True)  # back to the root: a loop
+    _symlink(".", root / "n01440764" / "here", target_is_directory=True)  # itself: a loop
+    _symlink("n01440764", root / "n02123045", target_is_directory=True)  # another class, inside: followed
+    listing = _listed_within(root)
+    assert listing.class_folder and [f.name for f in listing.files] == ["a.jpg", "a.jpg"]
+    with pytest.warns(UserWarning, match="links to outside the folder, e.g. n01440764/b_out.png; .*symlink loops"):
+        ps = lab_utils.load_probe_set(root, size=S)
+    assert ps.labels == ["tench", "tabby"] and _no_blue(ps)
+    assert [os.path.relpath(s, root) for s in ps.sources] == [os.path.join("n01440764", "a.jpg"),
+                                                              os.path.join("n02123045", "a.jpg")]
+    reasons = sorted((os.path.relpath(s, root), r) for s, r in zip(ps.skipped, ps.skip_reasons))
+    assert (os.path.join("n01440764", "b_out.png"), images.LINK_OUTSIDE) in reasons
+    assert ("n01443537", images.LINK_OUTSIDE) in reasons
+    assert (os.path.join("n01440764", "up"), images.LINK_LOOP) in reasons
+    assert (os.path.join("n01440764", "here"), images.LINK_LOOP) in reasons
+
+
+def test_folder_of_only_bad_links_says_why_it_is_empty(tmp_path, outside):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    _symlink(outside / "secret.png", probe / "a.png")
+    _symlink(probe / "nothing.png", probe / "b.png")
+    with pytest.raises(LabError, match="holds no image file") as info:
+        images.check_probe_folder(probe)
+    assert "1 link to outside the folder, 1 broken link skipped" in str(info.value)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.raises(LabError, match=r"holds no readable image \(skipped 2: 1 link to outside the folder, "
+                                           r"1 broken link\)"):
+            lab_utils.load_probe_set(probe, size=S)
+
+
+def test_check_probe_folder_fails_fast_on_folders_without_images(tmp_path, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("check_probe_folder decoded or opened an image")
+
+    monkeypatch.setattr(images, "load_image", no_decoding)
+    monkeypatch.setattr(Image, "open", no_decoding)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    readme = tmp_path / "readme_only"
+    _write(readme / "README.txt", b"put images here")
+    _write(readme / ".hidden.png", b"hidden files do not count")
+    _write(readme / "sub" / "notes.txt", b"a class folder without images")
+    for folder in (empty, readme):
+        with pytest.raises(LabError) as info:
+            images.check_probe_folder(folder)
+        msg = str(info.value)
+        assert "\n" not in msg and str(folder) in msg and "holds no image file" in msg and ".jpg" in msg
+        with pytest.raises(LabError):
+            images.check_probe_folder(str(folder))
+    good = tmp_path / "good"
+    _write(good / "photo.JPEG", b"not even decoded here")
+    images.check_probe_folder(good)
+    _write(tmp_path / "classes" / "n01440764" / "x.png", b"")
+    images.check_probe_folder(tmp_path / "classes")
+    for other in (None, "https://example.org/x.jpg", [str(good / "photo.JPEG")], str(good / "photo.JPEG"),
+                  str(tmp_path / "does_not_exist")):
+        images.check_probe_folder(other)  # not a local folder: left to the other checks

@@ -302,3 +302,52 @@ def test_lab_setup_top_image_maps_after_a_cached_scan(tiny_model, probe_images, 
     np.testing.assert_array_equal(images, decoded.images[top])
     np.testing.assert_allclose(maps, lab_utils.activation_maps(tiny_model, "c2", 1, decoded.images[top]))
     assert len(titles) == 3
+
+
+def _bomb_png(side: int = 20000) -> bytes:
+    """A ~50 KB PNG whose header says side x side pixels (1-bit grey, zero rows): over Pillow's
+    decompression-bomb limit (tests/test_images.py has the commented twin)."""
+    import zlib
+
+    def chunk(tag, data):
+        return len(data).to_bytes(4, "big") + tag + data + zlib.crc32(tag + data).to_bytes(4, "big")
+
+    row, z = bytes(1 + (side + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(z.compress(row * 500) for _ in range(side // 500)) + z.flush()
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_scan_folder_non_utf8_names_and_a_bomb_cached_hit_sources_open(tiny_model, probe_images, cache_tmp,
+                                                                       tmp_path):
+    # names in Latin-1 bytes (str with surrogate escapes in Python) and a decompression bomb:
+    # the scan goes on, the cache stores the names and a hit gives back paths that open the files
+    import json
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    raw = os.fsencode(str(folder))
+    names = [b"Jos\xe9_%d.png" % i for i in range(4)] + [b"n01440764_caf\xe9.png"]
+    for name, img in zip(names, probe_images):
+        Image.fromarray(img).save(os.path.join(raw, name), "PNG")
+    with open(os.path.join(raw, b"\xff_huge.png"), "wb") as f:
+        f.write(_bomb_png())
+    with pytest.warns(UserWarning, match=r"skipped 1 entry.*pixel limit, e.g. \\xff_huge.png"):
+        first = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    assert first.from_cache is False and first.n_images == 5
+    second = probe.scan_folder(tiny_model, "c2", folder, size=32)
+    assert second.from_cache is True
+    np.testing.assert_array_equal(second.means, first.means)
+    assert (second.labels, second.wnids, second.sources) == (first.labels, first.wnids, first.sources)
+    assert sorted(os.fsencode(s) for s in second.sources) == sorted(os.path.join(raw, n) for n in names)
+    assert second.labels == ["Jos\\xe9_0", "Jos\\xe9_1", "Jos\\xe9_2", "Jos\\xe9_3", "tench"]
+    json.dumps(second.labels, ensure_ascii=False).encode("utf-8")
+    reopened = np.stack([lab_utils.load_image(s, 32) for s in second.sources])
+    with pytest.warns(UserWarning):
+        decoded = lab_utils.load_probe_set(folder, size=32)
+    np.testing.assert_array_equal(reopened, decoded.images)
+    np.testing.assert_array_equal(second.means, lab_utils.scan_images(tiny_model, "c2", reopened,
+                                                                      use_cache=False).means)
