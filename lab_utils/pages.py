@@ -144,7 +144,9 @@ def clean_html(element) -> str:
     )
 
 
-def _as_text(v) -> str | None:
+def as_text(v) -> str | None:
+    """A notebook text field (a string, or a list of strings as nbformat allows) as one
+    string; None for anything else."""
     if isinstance(v, str):
         return v
     if isinstance(v, list) and all(isinstance(s, str) for s in v):
@@ -210,7 +212,7 @@ def harden_for_page(nb) -> None:
             if isinstance(data, dict):
                 for mime in list(data):
                     if mime.startswith("image/") and mime != "image/svg+xml":
-                        s = _as_text(data[mime])
+                        s = as_text(data[mime])
                         if s is None or not _BASE64_RE.match(s):
                             del data[mime]
                 if not data:

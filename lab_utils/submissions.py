@@ -56,7 +56,7 @@ from pathlib import Path
 from .handins import (  # noqa: F401  (discover, slugify: part of this module's API)
     Submission, assign_names, discover, scan, slugify)
 from .config import display_name
-from .pages import document, inject_banner, notebook_html, simple_page, write_text_atomic
+from .pages import as_text, document, inject_banner, notebook_html, simple_page, write_text_atomic
 from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
     kernel_env, kill_group, kill_processes_of, make_workroot, marker_output, read_nofollow, rmtree_hard,
@@ -219,14 +219,6 @@ def count_error_cells(nb) -> int:
     )
 
 
-def _as_text(v) -> str | None:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, list) and all(isinstance(s, str) for s in v):
-        return "".join(v)
-    return None
-
-
 _MARKER_END = "truncated by the grader ...]"
 
 
@@ -251,7 +243,7 @@ def _bound_bundle(data: dict) -> int:
     markers = []
     for mime in list(data):
         v = data[mime]
-        s = _as_text(v)
+        s = as_text(v)
         if s is None:  # JSON-valued (application/json, widget state...)
             try:
                 size = len(json.dumps(v))
@@ -283,7 +275,7 @@ def _bound_bundle(data: dict) -> int:
     if markers:
         # The marker lives in text/plain; drop the richer text alternatives so that
         # nbconvert shows the plain text (and thus the marker) instead.
-        plain = _as_text(data.get("text/plain")) or ""
+        plain = as_text(data.get("text/plain")) or ""
         for mime in ("text/html", "text/markdown", "text/latex", "image/svg+xml",
                      "application/javascript"):
             data.pop(mime, None)
@@ -310,7 +302,7 @@ def bound_notebook(nb) -> int:
             for fname, bundle in list(attachments.items()):
                 if isinstance(bundle, dict):
                     for mime, v in list(bundle.items()):
-                        s = _as_text(v)
+                        s = as_text(v)
                         if s is not None and len(s) > IMAGE_LIMIT:
                             del bundle[mime]
                             cuts += 1
@@ -330,7 +322,7 @@ def bound_notebook(nb) -> int:
                 continue
             kind = out.get("output_type")
             if kind == "stream":
-                out["text"], cut = truncate_text(_as_text(out.get("text")) or "")
+                out["text"], cut = truncate_text(as_text(out.get("text")) or "")
                 cuts += cut
             elif kind in ("display_data", "execute_result"):
                 if isinstance(out.get("data"), dict):
@@ -442,12 +434,12 @@ def fallback_notebook_html(nb) -> str:
         for out in cell.get("outputs", []) or []:
             kind = out.get("output_type")
             if kind == "stream":
-                t = _as_text(out.get("text")) or ""
+                t = as_text(out.get("text")) or ""
             elif kind == "error":
                 tb = out.get("traceback") or []
                 t = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(str(x) for x in tb))
             else:
-                t = _as_text((out.get("data") or {}).get("text/plain")) or f"[{kind} output]"
+                t = as_text((out.get("data") or {}).get("text/plain")) or f"[{kind} output]"
             parts.append(f"<pre {pre}>{html.escape(t)}</pre>")
     return "".join(parts)
 
