@@ -37,7 +37,7 @@ def name_notes(raw: str) -> list[str]:
     if _has_surrogates(raw):
         notes.append("file name is not UTF-8 (undecodable bytes shown as \\xNN)")
     elif display_name(raw) != raw:
-        notes.append("name holds invisible or direction-changing characters (shown as \\uNNNN)")
+        notes.append("name holds control, invisible or direction-changing characters (shown as escapes)")
     return notes
 
 

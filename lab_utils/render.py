@@ -21,6 +21,9 @@ from pathlib import Path
 from .config import KIT_ROOT, LabError
 
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
+# Characters of a failure kept for the index and the terminal: room for a whole one-line
+# LabError with its fix (a path and a download address), not for a traceback.
+MESSAGE_LIMIT = 800
 
 
 def lab_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -255,17 +258,17 @@ def execute(book: Path, out_nb: Path, params: dict, cell_timeout: int, kernel: R
     try:
         extra = {"km": kernel.fresh()} if kernel is not None else {}
     except Exception as exc:
-        return "failed", f"the python3 Jupyter kernel could not start: {type(exc).__name__}: {exc}"[:300]
+        return "failed", f"the python3 Jupyter kernel could not start: {type(exc).__name__}: {exc}"[:MESSAGE_LIMIT]
     try:
         pm.execute_notebook(str(book), str(out_nb), parameters=params, cwd=str(book.parent), kernel_name="python3",
                             progress_bar=False, log_output=False, execution_timeout=cell_timeout, **extra)
         return "ok", ""
     except pm.PapermillExecutionError as exc:
-        return "failed", f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:300]
+        return "failed", f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:MESSAGE_LIMIT]
     except Exception as exc:  # kernel death, timeouts: the shared kernel cannot be trusted any more
         if kernel is not None:
             kernel.shutdown()
-        return "failed", f"{type(exc).__name__}: {exc}"[:300]
+        return "failed", f"{type(exc).__name__}: {exc}"[:MESSAGE_LIMIT]
 
 
 def not_run_page(book: Path, out_nb: Path, message: str) -> None:
@@ -378,7 +381,7 @@ def _render_all(args, params: dict, books: list[Path], out: Path, kernel: Render
         except Exception as exc:
             row["figures"] = 0
             note = f"HTML export failed: {type(exc).__name__}: {exc}"
-            row["status"], row["message"] = "failed", "; ".join(m for m in (row["message"], note) if m)[:300]
+            row["status"], row["message"] = "failed", "; ".join(m for m in (row["message"], note) if m)[:MESSAGE_LIMIT]
             print(f"{row['name']}: {note}", file=sys.stderr)
     exporter.shutdown()
     index = write_index(out, rows, params, started)

@@ -108,6 +108,37 @@ def kernel_env(workroot: Path, base: dict | None = None) -> dict:
     return env
 
 
+# What the grader keeps of the instructor's environment when it hides its paths
+# (submissions._reexec_hiding_paths): what it and its workers need, no credentials.
+GRADER_ENV_ALLOWED = KERNEL_ENV_ALLOWED | {"HOME", "TMPDIR", "PYTHONPATH", "MPLCONFIGDIR"}
+GRADER_ENV_ALLOWED_PREFIXES = KERNEL_ENV_ALLOWED_PREFIXES + ("LAB_", "JUPYTER_", "XDG_", "TF_")
+
+
+def grader_env(base: dict | None = None) -> dict:
+    """The instructor's environment (*base*, default this process's) reduced to
+    ``GRADER_ENV_ALLOWED``: a student's process can read the grader's environment
+    (``/proc/<pid>/environ``) wherever the grader is dumpable, so it holds no secret."""
+    base = dict(os.environ if base is None else base)
+    return {k: v for k, v in base.items()
+            if k in GRADER_ENV_ALLOWED or k.startswith(GRADER_ENV_ALLOWED_PREFIXES)}
+
+
+def make_undumpable() -> bool:
+    """Mark this process non-dumpable (Linux ``prctl(PR_SET_DUMPABLE, 0)``): other
+    processes of the same user, a student's kernel among them, can no longer read its
+    environment, working folder, open files or memory under ``/proc`` (root still can).
+    Returns whether it worked; a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
 def make_workroot(parent: str | None = None) -> Path:
     """A fresh throw-away folder with the layout above (every part mode 0700)."""
     import tempfile

@@ -59,7 +59,7 @@ from .config import display_name
 from .pages import as_text, document, inject_banner, notebook_html, simple_page, write_text_atomic
 from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
-    kernel_env, kill_group, kill_processes_of, make_workroot, marker_output, read_nofollow, rmtree_hard,
+    grader_env, kernel_env, kill_group, make_undumpable, kill_processes_of, make_workroot, marker_output, read_nofollow, rmtree_hard,
     run_with_hard_timeout, write_notebook_atomic)
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
@@ -619,6 +619,7 @@ def worker_main() -> int:
     """``--one -``: read the settings (JSON) from stdin; a run worker leaves its results
     in its workroot, a page worker prints its result as the last stdout line."""
     spec = json.loads(sys.stdin.read())
+    make_undumpable()  # what it read (the page worker: the hand-in's path) stays its own
     if spec.get("phase") == "run":
         run_phase(spec)
     else:
@@ -1076,7 +1077,9 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     """Replace this process (same pid) by one whose command line, working folder and
     environment name neither the hand-ins nor the output folder: the arguments travel
     through an inherited pipe. Student code can read every process's command line
-    (``ps``); with ``--execute`` it must not learn where the hand-ins are from ours.
+    (``ps``); with ``--execute`` it must not learn where the hand-ins are from ours. The
+    new process keeps only ``grader_env`` of the environment (no credentials) and marks
+    itself non-dumpable (its working folder, open files and memory: ``make_undumpable``).
     Does nothing where there is no ``execve`` or the pipe would not hold the arguments."""
     if not hasattr(os, "execve") or not hasattr(os, "pipe"):
         return
@@ -1090,7 +1093,7 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     os.write(w, data)
     os.close(w)
     os.set_inheritable(r, True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PWD", "OLDPWD", "_")}
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -1113,6 +1116,7 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     if len(argv) == 2 and argv[0] == ARGS_FD_FLAG:  # internal: after _reexec_hiding_paths
         argv = _argv_from_fd(argv[1])
         hide_paths = False  # hidden already
+        make_undumpable()  # its cwd, open files and memory: unreadable to student code
     parser = build_parser()
     args = parser.parse_args(argv)
     src = Path(args.submissions).expanduser()

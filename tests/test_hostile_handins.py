@@ -246,10 +246,13 @@ print("ENV", sorted(os.environ))
 def test_executed_code_sees_no_secret_and_no_grader_path(tmp_path):
     """The kernel's environment, its ancestors' command lines, environments, working
     folders and open files, and its own workroot name neither the hand-ins folder, nor
-    the output folder, nor the folder the grader was started in."""
+    the output folder, nor the folder the grader was started in, nor hold any secret of
+    the grader's environment. (As root, /proc of a non-dumpable process stays readable:
+    this test does not rely on make_undumpable.)"""
     base = tmp_path / "course"
     root, out = base / "hand-ins", base / "graded"
-    needles = [str(root), str(out), str(base)]
+    # Paths, and the secret values: the grader's own environment must not hold them either.
+    needles = [str(root), str(out), str(base), *SECRETS.values()]
     write_nb(root / "mallory" / "lab.ipynb",
              LEAK_PROBE.format(needles=json.dumps([n[::-1] for n in needles]), secrets=sorted(SECRETS)))
     env = dict(os.environ, LAB_PROGRESS="0", **SECRETS)
