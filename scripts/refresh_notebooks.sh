@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
 export LAB_PROGRESS=0
+# The same oneDNN kernels as run-tests.sh, whatever this CPU has (see there).
+export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
 python scripts/refresh_notebooks.py "$@"
