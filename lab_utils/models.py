@@ -161,7 +161,7 @@ def load_model(name: str = "vgg16", include_top: bool = False, weights=None):
     for path in weight_candidates(key, include_top):
         if path.is_file():
             return _load_weights_file(key, include_top, path, explicit=False)
-        tried.append(str(path))
+        tried.append(f"{path} (a folder, not a weights file)" if path.is_dir() else str(path))
     try:
         return _load_cached(key, include_top, "imagenet")
     except Exception as exc:  # network errors come in many types

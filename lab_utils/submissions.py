@@ -160,7 +160,8 @@ def load_notebook(data: bytes) -> Loaded:
             warnings.simplefilter("ignore")
             nb = nbformat.reads(text, as_version=4)
     except Exception as e:  # nbformat raises a zoo of exception types
-        return Loaded(status=INVALID, message=f"could not be read as a notebook ({type(e).__name__}: {e})")
+        why = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__
+        return Loaded(status=INVALID, message=f"could not be read as a notebook ({why})")
     problem = _structure_problem(nb)
     if problem:
         return Loaded(status=INVALID, message=problem)

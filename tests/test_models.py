@@ -453,3 +453,11 @@ def test_exports_resolve():
     assert issubclass(LabError, ValueError)
     assert issubclass(ResourceMissingError, LabError)
     assert Path(models.CLASS_INDEX_PATH).is_file()
+
+
+def test_a_folder_where_the_weights_file_should_be_is_named_so(tmp_path, monkeypatch, clear_model_cache):
+    (tmp_path / "vgg16_imagenet_notop.h5").mkdir()
+    monkeypatch.setenv("LAB_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(ResourceMissingError) as info:
+        lab_utils.load_model("vgg16")
+    assert f"{tmp_path / 'vgg16_imagenet_notop.h5'} (a folder, not a weights file)" in str(info.value)

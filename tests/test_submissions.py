@@ -651,3 +651,17 @@ def test_hung_worker_is_killed_with_its_kernel(tmp_path, monkeypatch):
     kpid = int(pidfile.read_text())
     assert process_ended(kpid), "the kernel of the killed worker is still running"
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+
+def test_invalid_notebook_message_is_never_empty(monkeypatch):
+    """nbformat can raise a bare AssertionError (no text): the reason still names it."""
+    import nbformat as nbf
+
+    def bare(*_a, **_kw):
+        raise AssertionError()
+
+    monkeypatch.setattr(nbf, "reads", bare)
+    loaded = S.load_notebook(b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}')
+    assert loaded.status == "not a valid notebook"
+    assert loaded.message == "could not be read as a notebook (AssertionError)"
