@@ -131,7 +131,8 @@ def slugify(name: str) -> str:
     return s
 
 
-def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[Submission]:
+def assign_names(rels: list[str], links: dict[str, str] | None = None,
+                 taken: set[str] | None = None) -> list[Submission]:
     """Student names and page names for the notebooks at *rels* (relative paths) and
     the linked notebooks in *links* (relative path -> target).
 
@@ -139,7 +140,9 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[S
     first folder.  When several notebooks would get the same name, each is named
     by its path instead (``alice/lab``, ``alice/lab_v2``), with a note.  Page names
     are sanitised and made unique (case-insensitively; ``index`` is reserved) by
-    a ``-2``, ``-3``... suffix, deterministically in path order.
+    a ``-2``, ``-3``... suffix, deterministically in path order. *taken*: page names
+    (lower case, without ``.html``) that must not be used, e.g. files already in the
+    output folder that the grader did not write.
     """
     links = links or {}
     rels = sorted(set(rels) | set(links))
@@ -165,7 +168,7 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None) -> list[S
             name = key
         base = slugify(name)
         slug, k = base, 1
-        while slug.lower() in used or slug.lower() in RESERVED_SLUGS:
+        while slug.lower() in used or slug.lower() in RESERVED_SLUGS or slug.lower() in (taken or ()):
             k += 1
             slug = f"{base}-{k}"
         if slug != base:

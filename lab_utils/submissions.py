@@ -922,13 +922,28 @@ status. The submitted files were only read, never modified.</p>"""
     return path
 
 
+def _manifest_files(out: Path) -> list[str]:
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def _foreign_pages(out: Path) -> set[str]:
+    """Page names (lower case, no ``.html``) of ``.html`` files in *out* that no earlier run
+    of this command wrote: a student's page never overwrites them."""
+    try:
+        names = [p.name for p in out.iterdir() if p.name.lower().endswith(".html")]
+    except OSError:
+        return set()
+    ours = set(_manifest_files(out)) | {"index.html"}
+    return {n[:-5].lower() for n in names if n not in ours}
+
+
 def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     """Remove pages a previous run of this command wrote that this run did not."""
-    try:
-        old = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        old = []
-    for name in old:
+    for name in _manifest_files(out):
         if (isinstance(name, str) and name not in produced and "/" not in name
                 and "\\" not in name and name.endswith(".html") and not name.startswith(".")):
             try:
@@ -943,7 +958,7 @@ def run_batch(args, root: Path, out: Path) -> int:
     t0 = time.monotonic()
     found = scan(root)
     ignored = found.ignored
-    subs = assign_names(found.notebooks, found.links)
+    subs = assign_names(found.notebooks, found.links, taken=_foreign_pages(out))
     out.mkdir(parents=True, exist_ok=True)
     live = _Live()
     results: dict[int, Result] = {}

@@ -361,6 +361,14 @@ def test_stale_pages_from_an_earlier_run_are_removed(tmp_path):
     assert run_cli("--submissions", str(second), "--out", str(out)).returncode == 0
     assert not (out / "dora.html").exists() and (out / "eve.html").is_file()
     assert (out / "mine.txt").read_text() == "not produced by the grader"
+    # an .html file of the instructor's own is never overwritten by a student's page
+    (out / "frank.html").write_text("my notes")
+    write_nb(second / "frank.ipynb", "1")
+    assert run_cli("--submissions", str(second), "--out", str(out)).returncode == 0
+    assert (out / "frank.html").read_text() == "my notes"
+    assert results(out)["frank.ipynb"]["page"] == "frank-2.html" and (out / "frank-2.html").is_file()
+    assert run_cli("--submissions", str(second), "--out", str(out)).returncode == 0  # stable
+    assert results(out)["frank.ipynb"]["page"] == "frank-2.html"
 
 
 def test_empty_folder_fails_with_an_index(tmp_path):
