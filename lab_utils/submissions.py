@@ -59,8 +59,8 @@ from .config import display_name
 from .pages import as_text, document, inject_banner, notebook_html, simple_page, write_text_atomic
 from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
-    grader_env, kernel_env, kill_group, make_undumpable, kill_processes_of, make_workroot, marker_output, read_nofollow, rmtree_hard,
-    run_with_hard_timeout, write_notebook_atomic)
+    grader_env, kernel_env, kill_group, kill_processes_of, make_undumpable, make_workroot, marker_output,
+    read_nofollow, rmtree_hard, run_with_hard_timeout, write_notebook_atomic)
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -1109,7 +1109,7 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     os.write(w, data)
     os.close(w)
     os.set_inheritable(r, True)
-    env = dict(os.environ)
+    env = grader_env()
     env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -86,7 +86,8 @@ def test_symlinks_are_listed_never_followed(tmp_path):
     secret.write_text("TOP-SECRET-PASSWD-LINE root:x:0:0")
     outside_nb = write_nb(tmp_path / "private" / "other.ipynb", "print('TOP-SECRET-NOTEBOOK')")
     root = tmp_path / "hand-ins"
-    write_nb(root / "alice" / "lab.ipynb", "print(open('data.txt').read() if __import__('os').path.exists('data.txt') else 'no data')")
+    write_nb(root / "alice" / "lab.ipynb",
+             "import os\nprint(open('data.txt').read() if os.path.exists('data.txt') else 'no data')")
     (root / "alice" / "data.txt").symlink_to(secret)  # a data file linking out: not copied
     (root / "evil.ipynb").symlink_to(secret)
     (root / "sneaky.ipynb").symlink_to(outside_nb)
@@ -219,7 +220,8 @@ while pid > 1:
             pass
     for link in ("cwd", "exe"):
         try:
-            look(f"{{base}}/{{link}} of " + open(f"{{base}}/cmdline", "rb").read().replace(b"\\0", b" ").decode()[:200], os.readlink(f"{{base}}/{{link}}"))
+            who = open(f"{{base}}/cmdline", "rb").read().replace(b"\\0", b" ").decode()[:200]
+            look(f"{{base}}/{{link}} of {{who}}", os.readlink(f"{{base}}/{{link}}"))
         except OSError:
             pass
     try:
