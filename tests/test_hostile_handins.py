@@ -75,6 +75,14 @@ def test_undecodable_and_bidi_names_get_rows_index_and_results(tmp_path):
     assert "hola from jose" in page_text(out / res["Jos\\xe9.ipynb"]["page"])
     assert no_tmp_left(out) == []
     assert "\u202e" not in proc.stderr
+    # executed too: the copy keeps its odd name, the run and the page work
+    out_exec = tmp_path / "out-exec"
+    proc = run_cli("--submissions", str(root), "--out", str(out_exec), "--execute", "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr
+    res = results(out_exec)
+    assert all(r["status"] == "ok" for r in res.values()), res
+    assert "hola from jose" in page_text(out_exec / res["Jos\\xe9.ipynb"]["page"])
+    assert no_tmp_left(out_exec) == []
 
 
 # --------------------------------------------------------------------------- symbolic links
