@@ -319,7 +319,7 @@ def run(args) -> int:
     failed: list[str] = []
 
     import lab_utils as lab
-    from lab_utils.params import check_parameters
+    from lab_utils.session import check_parameters
     from lab_utils.probe import rank_classes, rank_images, scan_images
 
     from .flops import ascent_flops_per_step, scan_flops_per_image

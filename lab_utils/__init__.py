@@ -4,13 +4,15 @@ One module per stage of the lab:
 - ``models``: load ImageNet models (offline weights first), conv layers,
   feeding layers, sub-models, ``classify`` (step 1);
 - ``images``: images, probe sets, imagenet-mini via kagglehub;
+- ``imagenet``: the ImageNet class index and labels (no TensorFlow);
 - ``probe``: one batched scan of a probe set, class/image rankings (step 2);
 - ``featurevis``: batched gradient-ascent feature visualization (steps 2, 4);
 - ``circuits``: single-channel filters, norms, categories (step 3, 5);
 - ``plots``: every figure of the lab;
 - ``architectures``: the VGG conv-layer tables (checks without TensorFlow);
-- ``params``: the notebooks' parameter checks; ``render``/``submissions``:
-  the HTML rendering commands.
+- ``params``: the notebooks' parameters and their checks (no TensorFlow);
+- ``session``: ``LabSetup``, the checked parameters plus the model, one method
+  per stage; ``render``/``submissions``: the HTML rendering commands.
 
 Heavy modules (TensorFlow) load on first use, so ``import lab_utils`` is fast.
 """
@@ -28,12 +30,14 @@ from .config import LabError, ResourceMissingError  # noqa: E402
 
 _EXPORTS = {
     "models": ["load_model", "conv_layers", "describe_layers", "feeding_layer", "mid_level_layers",
-               "submodel", "classify", "load_full_model_or_none", "class_index", "model_names", "preprocess"],
+               "submodel", "classify", "load_full_model_or_none", "model_names", "preprocess"],
+    "imagenet": ["class_index", "wnid_to_name"],
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
     "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "Visualization"],
     "circuits": ["channel_table", "channel_norms", "filter_kernel", "CATEGORY_RULE", "circuit_paragraph"],
-    "params": ["check_parameters", "check_parameters_from", "PARAMETERS"],
+    "params": ["PARAMETERS"],
+    "session": ["check_parameters", "check_parameters_from", "LabSetup"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["LabError", "ResourceMissingError"]

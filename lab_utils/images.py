@@ -163,7 +163,7 @@ def label_from_name(path: Path, class_folder: bool) -> tuple[str, str | None]:
 
     A label taken from the name is ``display_name`` text: printable, safe in a UTF-8 notebook.
     """
-    from .models import wnid_to_name
+    from .imagenet import wnid_to_name  # no TensorFlow: labelling a folder must not load it
 
     names = wnid_to_name()
     stem = path.parent.name if class_folder else path.stem

@@ -9,7 +9,6 @@ Index conventions: kernels are Keras' ``(kh, kw, c_in, c_out)``; a *filter*
 from __future__ import annotations
 
 import hashlib
-import json
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,8 @@ import numpy as np
 
 from .architectures import (  # noqa: F401  (check_index, model_names: part of this module's API)
     KERAS_APPLICATIONS, check_index, check_model_name, layer_error, model_names, no_feeder_error)
-from .config import CLASS_INDEX_PATH, LabError, ResourceMissingError, import_tensorflow_quietly, weights_dirs
+from .config import LabError, ResourceMissingError, import_tensorflow_quietly, weights_dirs
+from .imagenet import class_index, wnid_to_name  # noqa: F401  (part of this module's API)
 
 import_tensorflow_quietly()
 
@@ -350,19 +350,6 @@ def preprocess(model, images):
 
 
 # ---------------------------------------------------------------- classify
-@lru_cache(maxsize=1)
-def class_index() -> dict[int, tuple[str, str]]:
-    """ImageNet class index shipped in data/: {0: ("n01440764", "tench"), ...}."""
-    if not CLASS_INDEX_PATH.is_file():
-        raise ResourceMissingError(f"class index missing: {CLASS_INDEX_PATH}")
-    raw = json.loads(CLASS_INDEX_PATH.read_text())
-    return {int(k): (v[0], v[1]) for k, v in raw.items()}
-
-
-def wnid_to_name() -> dict[str, str]:
-    return {wnid: name for wnid, name in class_index().values()}
-
-
 @dataclass
 class Prediction:
     rank: int

@@ -1,5 +1,6 @@
-"""The notebooks' parameters: one place that lists them, checks them, and runs
-each stage of the lab with them (so all five notebooks agree and share the cache).
+"""The notebooks' parameters: one place that lists them, their defaults, limits and
+meaning, and checks them without TensorFlow (``render.sh`` does so before anything
+starts). ``session.LabSetup`` runs each stage of the lab with the checked values.
 
 Every notebook has one cell tagged ``parameters`` (papermill) holding the
 choices below; the next cell calls ``check_parameters(...)``, which stops with a
@@ -7,10 +8,7 @@ one-line ``LabError`` on a bad value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .architectures import check_circuit, check_model_name, conv_specs, forward_flops_per_pixel, model_names
 from .config import LabError
@@ -143,157 +141,3 @@ def check_values(params: dict) -> dict:
     check_circuit(full["model_name"], full["layer_name"], full["filter_index"], full["top_k"])
     check_ascent_cost(full)
     return full
-
-
-def check_parameters(load_weights: bool = True, **params) -> "LabSetup":
-    """Check every parameter and return the ``LabSetup`` that runs the lab with them.
-
-    ``load_weights=False`` builds the model with random weights (offline; tests).
-    """
-    from .models import feeding_layer, load_model
-
-    full = check_values(params)
-    model = load_model(full["model_name"], weights=None if load_weights else "random")
-    return LabSetup(params=full, model=model, feeder=feeding_layer(model, full["layer_name"]))
-
-
-@dataclass
-class LabSetup:
-    """The checked parameters plus the model; each method runs one stage of the lab.
-
-    Results are cached on disk, so a later notebook reuses an earlier one's work.
-    """
-
-    params: dict
-    model: object
-    feeder: str
-    _memo: dict = field(default_factory=dict, repr=False)
-
-    def __getattr__(self, name):
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(name)
-
-    def describe(self) -> str:
-        p = self.params
-        probe = p["probe_set"] or "embedded data/probe-224"
-        limit = "" if p["probe_limit"] is None else f" (first {p['probe_limit']})"
-        return (f"{p['model_name']} | {p['layer_name']} filter {p['filter_index']} (0-based) | "
-                f"fed by {self.feeder} | top_k={p['top_k']} | probe set: {probe}"
-                f"{limit} | "
-                f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}")
-
-    # ---------------------------------------------------------- step 2
-    def probe(self):
-        if "probe" not in self._memo:
-            from .images import load_imagenet_mini, load_probe_set
-
-            p = self.params
-            if p["probe_set"] == "imagenet-mini":
-                self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"])
-            else:
-                self._memo["probe"] = load_probe_set(p["probe_set"], size=p["image_size"], limit=p["probe_limit"])
-        return self._memo["probe"]
-
-    def _probe_folder(self):
-        """The local folder the probe set is decoded from (None: embedded), or False for
-        imagenet-mini, a URL or a single file."""
-        from .images import local_folder
-
-        source = self.params["probe_set"]
-        if source == "imagenet-mini" or local_folder(source) is None:
-            return False
-        return source
-
-    def scan(self):
-        """The scan of the probe set at layer_name; a local folder's cached scan is served
-        from its files' hash without decoding the images (``probe.scan_folder``)."""
-        if "scan" not in self._memo:
-            from .probe import scan_folder, scan_images
-
-            folder = self._probe_folder()
-            if folder is False:
-                self._memo["scan"] = scan_images(self.model, self.layer_name, self.probe())
-            else:
-                self._memo["scan"] = scan_folder(self.model, self.layer_name, folder, size=self.image_size,
-                                                 limit=self.probe_limit)
-        return self._memo["scan"]
-
-    def top_classes(self):
-        from .probe import rank_classes
-
-        return rank_classes(self.scan(), self.filter_index, self.top_n)
-
-    def top_images(self):
-        from .probe import rank_images
-
-        return rank_images(self.scan(), self.filter_index, self.top_n)
-
-    def top_image_maps(self, n: int = 8):
-        """(images uint8, activation maps, titles) of the n top images."""
-        from .probe import activation_maps
-
-        top = self.top_images().head(n)
-        if "probe" in self._memo:  # decoded already (always so where the scan was not a folder's)
-            images = self.probe().images[top["image"].to_numpy()]
-        else:  # the scan may have come from the cache: decode just these n files
-            from .images import load_image
-
-            images = np.stack([load_image(src, self.image_size) for src in top["source"]])
-        maps = activation_maps(self.model, self.layer_name, self.filter_index, images)
-        titles = [f"#{r.rank} {r._3[:18]}\nmean act. {r.mean_activation:.1f}" for r in top.itertuples()]
-        return images, maps, titles
-
-    def neighbours(self) -> list[int]:
-        """Up to n_neighbours filters around filter_index in the same layer."""
-        n_out = self.model.get_layer(self.layer_name).filters
-        f, k = self.filter_index, self.n_neighbours
-        lo = max(0, min(f - k // 2, n_out - 1 - k))
-        return [c for c in range(lo, min(n_out, lo + k + 1)) if c != f][:k]
-
-    def filter_visualizations(self):
-        """Ascent for the filter and its neighbours, one batch: Visualization (filter first)."""
-        from .featurevis import render_channels
-
-        return render_channels(self.model, self.layer_name, [self.filter_index] + self.neighbours(),
-                               size=self.vis_size, steps=self.steps, seed=self.seed,
-                               desc=f"ascent {self.layer_name} filter + neighbours")
-
-    def filter_visualization(self):
-        from .featurevis import render_channels
-
-        return render_channels(self.model, self.layer_name, [self.filter_index], size=self.vis_size,
-                               steps=self.steps, seed=self.seed)
-
-    # ---------------------------------------------------------- step 3
-    def channel_table(self):
-        from .circuits import channel_table
-
-        return channel_table(self.model, self.layer_name, self.filter_index, self.top_k)
-
-    def channel_norms(self):
-        from .circuits import channel_norms
-
-        return channel_norms(self.model, self.layer_name, self.filter_index)
-
-    # ---------------------------------------------------------- step 4
-    def channel_visualizations(self, table=None):
-        """Ascent for each kept input channel on the feeding layer, one batch (table order)."""
-        from .featurevis import render_channels
-
-        table = self.channel_table() if table is None else table
-        return render_channels(self.model, self.feeder, [int(c) for c in table["channel"]], size=self.vis_size,
-                               steps=self.steps, seed=self.seed, desc=f"ascent {self.feeder} channels")
-
-    # ---------------------------------------------------------- step 5
-    def summary_paragraph(self) -> str:
-        from .circuits import circuit_paragraph
-
-        return circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
-                                 self.channel_table(), self.top_classes(), self.scan().n_images)
-
-
-def check_parameters_from(namespace: dict, load_weights: bool = True) -> "LabSetup":
-    """``check_parameters`` with the parameters a notebook defined (its ``globals()``)."""
-    return check_parameters(load_weights=load_weights, **{k: namespace[k] for k in PARAMETERS if k in namespace})

@@ -739,3 +739,22 @@ def test_check_probe_folder_fails_fast_on_folders_without_images(tmp_path, monke
     for other in (None, "https://example.org/x.jpg", [str(good / "photo.JPEG")], str(good / "photo.JPEG"),
                   str(tmp_path / "does_not_exist")):
         images.check_probe_folder(other)  # not a local folder: left to the other checks
+
+
+def test_labelling_and_listing_a_folder_imports_no_tensorflow(tmp_path):
+    """Class names come from lab_utils.imagenet (no TensorFlow): labelling a folder, its
+    content key and the probe-folder check stay cheap in render.sh's parameter check."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "n01440764_tench.png")
+    code = ("import sys; from pathlib import Path; from lab_utils import images; "
+            f"folder = Path({str(tmp_path)!r}); "
+            "print(images.label_from_name(folder / 'n01440764_tench.png', False)); "
+            "images.check_probe_folder(str(folder)); assert images.folder_content_key(str(folder)); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["('tench', 'n01440764')", "False False"]

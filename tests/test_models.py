@@ -448,11 +448,13 @@ def test_load_full_model_or_none_offline(tmp_path, monkeypatch, clear_model_cach
 
 def test_exports_resolve():
     for name in lab_utils.__all__:
-        if lab_utils._WHERE.get(name) in ("models", "images", "probe", "featurevis", "circuits"):
+        if lab_utils._WHERE.get(name) in ("models", "images", "imagenet", "probe", "featurevis", "circuits",
+                                          "params", "session"):
             assert getattr(lab_utils, name) is not None, name
     assert issubclass(LabError, ValueError)
     assert issubclass(ResourceMissingError, LabError)
-    assert Path(models.CLASS_INDEX_PATH).is_file()
+    assert Path(lab_utils.config.CLASS_INDEX_PATH).is_file()
+    assert models.class_index is lab_utils.class_index  # one class index, re-exported
 
 
 def test_a_folder_where_the_weights_file_should_be_is_named_so(tmp_path, monkeypatch, clear_model_cache):

@@ -286,7 +286,8 @@ def test_scan_folder_without_cache_writes_nothing(tiny_model, probe_images, cach
 
 def test_lab_setup_top_image_maps_after_a_cached_scan(tiny_model, probe_images, cache_tmp, tmp_path):
     # a later notebook gets the scan from the cache and decodes only the top images: same pixels
-    from lab_utils.params import DEFAULTS, LabSetup
+    from lab_utils.params import DEFAULTS
+    from lab_utils.session import LabSetup
 
     folder = _write_folder(tmp_path / "probe", probe_images)
     params = {**DEFAULTS, "layer_name": "c2", "filter_index": 1, "probe_set": str(folder), "image_size": 32,
