@@ -13,22 +13,35 @@ from pathlib import Path
 from .architectures import check_circuit, check_model_name, conv_specs, forward_flops_per_pixel, model_names
 from .config import LabError
 
-# name: (default, allowed python types, what it is)
+# name: (default, allowed python types, what it is). The notebooks' parameters cell is
+# generated from this table (parameters_cell, scripts/make_notebooks.py).
 PARAMETERS = {
-    "model_name": ("vgg16", (str,), "Keras ImageNet model: vgg16 (offline weights) or vgg19 (online)"),
-    "layer_name": ("block3_conv1", (str,), "mid-level conv layer holding the filter"),
-    "filter_index": (31, (int,), "the filter (output channel) of layer_name, 0-based"),
-    "top_k": (10, (int,), "how many single-channel filters to keep (by L2 norm)"),
-    "top_n": (10, (int,), "how many top classes and top images to show"),
-    "probe_set": (None, (str, type(None)), "probe images: None = embedded data/probe-224, a folder, or 'imagenet-mini'"),
-    "probe_limit": (None, (int, type(None)), "use only the first N probe images (None = all)"),
+    "model_name": ("vgg16", (str,), 'Keras ImageNet model: "vgg16" (offline weights) or "vgg19" (download)'),
+    "layer_name": ("block3_conv1", (str,), "a mid-level conv layer (see notebook 02's table)"),
+    "filter_index": (31, (int,), "the filter (output channel) of layer_name you study, 0-based"),
+    "top_k": (10, (int,), "single-channel filters kept, by L2 norm (some course variants use 6)"),
+    "top_n": (10, (int,), "how many top classes and top images to list"),
+    "probe_set": (None, (str, type(None)),
+                  "None: the 1000 ImageNet images shipped in data/, or a folder path, or imagenet-mini"),
+    "probe_limit": (None, (int, type(None)), "use only the first N probe images (None: all)"),
     "image_size": (224, (int,), "side of the probe images fed to the network, pixels"),
-    "vis_size": (128, (int,), "side of the synthesized (gradient-ascent) images, pixels"),
-    "steps": (64, (int,), "gradient-ascent steps per visualization"),
-    "seed": (0, (int,), "random seed of the visualizations (same seed, same images)"),
+    "vis_size": (128, (int,), "side of the synthesized images, pixels"),
+    "steps": (64, (int,), "gradient-ascent steps per synthesized image"),
+    "seed": (0, (int,), "same seed, same synthesized images"),
     "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
 }
 DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
+
+
+def parameters_cell() -> str:
+    """The source of every notebook's ``parameters`` cell (papermill's tag): each
+    parameter at its default, with what it is as a comment."""
+    lines = ["# Parameters: every choice you make in this lab lives in this cell.",
+             "# (render.sh and papermill replace it: ./render.sh -p filter_index 7)"]
+    for name, (default, _types, doc) in PARAMETERS.items():
+        value = f'"{default}"' if isinstance(default, str) else repr(default)
+        lines.append(f"{name + ' = ' + value:<28} # {doc}")
+    return "\n".join(lines)
 
 # name: (minimum, maximum or None, why the maximum). One render (five notebooks) has a budget of
 # 10 minutes on the reference machine of bench/RESULTS.md (2-core AMD EPYC, 23.5 GiB): there the

@@ -11,23 +11,12 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from lab_utils.params import parameters_cell
+
 OUT = Path(__file__).resolve().parent.parent / "notebooks"
 
-PARAMETERS = '''\
-# Parameters: every choice you make in this lab lives in this cell.
-# (render.sh and papermill replace it: ./render.sh -p filter_index 7)
-model_name = "vgg16"         # Keras ImageNet model: "vgg16" (offline weights) or "vgg19" (download)
-layer_name = "block3_conv1"  # a mid-level conv layer (see notebook 02's table)
-filter_index = 31            # the filter (output channel) of layer_name you study, 0-based
-top_k = 10                   # single-channel filters kept, by L2 norm (some course variants use 6)
-top_n = 10                   # how many top classes and top images to list
-probe_set = None             # None: the 1000 ImageNet images shipped in data/, or a folder path, or imagenet-mini
-probe_limit = None           # use only the first N probe images (None: all)
-image_size = 224             # side of the probe images fed to the network, pixels
-vis_size = 128               # side of the synthesized images, pixels
-steps = 64                   # gradient-ascent steps per synthesized image
-seed = 0                     # same seed, same synthesized images
-n_neighbours = 8             # neighbouring filters shown for context'''
+# Generated from the parameter schema (lab_utils/params.py): one place for names, defaults, docs.
+PARAMETERS = parameters_cell()
 
 CHECK = '''\
 # Check the parameters (a bad value stops here with a one-line message).
@@ -270,14 +259,22 @@ fig = plots.circuit_figure(setup.channel_visualizations(table).images, table, se
 ]
 
 
-def main():
-    OUT.mkdir(exist_ok=True)
+def build_notebooks() -> dict:
+    """{notebook name: NotebookNode without outputs}: what main() writes."""
+    books = {}
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"}})
         for i, cell in enumerate(nb.cells):
             cell["id"] = f"{name[:2]}-{i:02d}"
+        books[name] = nb
+    return books
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    for name, nb in build_notebooks().items():
         nbformat.write(nb, OUT / f"{name}.ipynb")
         print("wrote", OUT / f"{name}.ipynb")
 
