@@ -66,6 +66,32 @@ def conv_specs(model_name: str) -> list[ConvSpec]:
     return specs
 
 
+# The rubric's "mid-level": "a few convolutional layers before and after" the layer
+# (LAB.md, step 2), taken as at least this many conv layers on each side.
+MID_LEVEL_MARGIN = 2
+
+
+def is_mid_level(conv_index: int, n_convs: int) -> bool:
+    """Whether the conv layer at ``conv_index`` (0-based, among ``n_convs`` conv layers)
+    has at least MID_LEVEL_MARGIN conv layers before it and after it."""
+    return conv_index >= MID_LEVEL_MARGIN and n_convs - 1 - conv_index >= MID_LEVEL_MARGIN
+
+
+def mid_level_note(model_name: str, layer_name: str) -> str:
+    """'' for a mid-level layer, else one line saying why it is not and which layers are
+    (a warning for the notebooks: the choice is the student's, not refused)."""
+    names = [s.name for s in conv_specs(model_name)]
+    if layer_name not in names:
+        return ""
+    i, n = names.index(layer_name), len(names)
+    if is_mid_level(i, n):
+        return ""
+    candidates = [name for k, name in enumerate(names) if is_mid_level(k, n)]
+    return (f"note: {layer_name} has {i} conv layer(s) before it and {n - 1 - i} after it; the rubric's "
+            f"mid-level means at least {MID_LEVEL_MARGIN} on each side ({candidates[0]} ... {candidates[-1]}); "
+            f"say in step 2 why you chose it anyway")
+
+
 def forward_flops_per_pixel(model_name: str, layer_name: str) -> int:
     """Forward FLOPs per pixel of the input image of the conv layers *before* ``layer_name``
     (a multiply-add is 2 FLOPs; each block's 2x2 pooling quarters the pixels of the next).

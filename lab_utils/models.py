@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .architectures import (  # noqa: F401  (check_index, model_names: part of this module's API)
-    KERAS_APPLICATIONS, check_index, check_model_name, layer_error, model_names, no_feeder_error)
+    KERAS_APPLICATIONS, check_index, check_model_name, is_mid_level, layer_error, model_names, no_feeder_error)
 from .config import LabError, ResourceMissingError, import_tensorflow_quietly, weights_dirs
 from .imagenet import class_index, wnid_to_name  # noqa: F401  (part of this module's API)
 
@@ -269,7 +269,8 @@ def feeding_layer(model, layer_name: str) -> str:
 def describe_layers(model):
     """DataFrame of the conv layers: kernel shape, channels, feeding layer, mid-level flag.
 
-    ``mid_level`` is True when conv layers exist both before and after the layer.
+    ``mid_level`` is the rubric's: at least ``architectures.MID_LEVEL_MARGIN`` (2) conv
+    layers before and after the layer (``architectures.is_mid_level``).
     """
     import pandas as pd
 
@@ -290,7 +291,7 @@ def describe_layers(model):
             "out_channels": int(c_out),
             "conv_before": i,
             "conv_after": len(convs) - 1 - i,
-            "mid_level": 0 < i < len(convs) - 1,
+            "mid_level": is_mid_level(i, len(convs)),
             "feeding_layer": feeder,
         })
     return pd.DataFrame(rows)

@@ -50,10 +50,14 @@ class LabSetup:
         p = self.params
         probe = p["probe_set"] or "embedded data/probe-224"
         limit = "" if p["probe_limit"] is None else f" (first {p['probe_limit']})"
+        from .architectures import mid_level_note
+
+        note = mid_level_note(p["model_name"], p["layer_name"])
         return (f"{p['model_name']} | {p['layer_name']} filter {p['filter_index']} (0-based) | "
                 f"fed by {self.feeder} | top_k={p['top_k']} | probe set: {probe}"
                 f"{limit} | "
-                f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}")
+                f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}"
+                + (f"\n{note}" if note else ""))
 
     # ---------------------------------------------------------- step 2
     def probe(self):

@@ -101,7 +101,9 @@ A **filter** is the whole kernel of one output channel of a conv layer
 the chosen filter twice: what image excites it most (feature visualization by
 gradient ascent), and which real ImageNet classes and images excite it most.
 """) + [
-    md("## Mid-level candidates\nConv layers with conv layers both before and after them:"),
+    md("## Mid-level candidates\nThe rubric asks for a *mid-level* layer: \"a few convolutional layers "
+       "before and after\" it, taken here as **at least two conv layers before and two after**. "
+       "These are the candidates (another layer works too, with a note in the check above):"),
     code("""
 layers = lab.describe_layers(setup.model)
 candidates = layers[layers.mid_level]
@@ -148,6 +150,9 @@ print(top_images[["rank", "image", "class", "mean_activation"]].to_string(index=
 images, maps, titles = setup.top_image_maps(8)
 fig = plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}")
 """),
+    student("why this layer and this filter", "Why this layer (what makes it mid-level, and what do you "
+            "expect its filters to detect) and this filter (what in the synthesized images or the top "
+            "images made you pick it)? If you tried other filters first, say which and why you moved on."),
     student("hypothesis", "What does this filter extract? State one hypothesis (a texture, a shape, a part, "
             "a colour pattern...) and give your reasons from the synthesized image, the top classes and "
             "where the activation maps light up. Notebook 04 will test it."),

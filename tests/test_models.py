@@ -85,13 +85,25 @@ def test_unknown_and_non_conv_layers_list_the_conv_layers(tiny_model):
 def test_describe_layers_and_mid_level(tiny_model):
     df = models.describe_layers(tiny_model)
     assert list(df.layer) == ["c1", "c2", "c3"]
-    assert list(df.mid_level) == [False, True, False]
+    assert list(df.mid_level) == [False, False, False]  # 3 convs: none has 2 on each side
     assert list(df.in_channels) == [3, 4, 6]
     assert list(df.out_channels) == [4, 6, 5]
     assert list(df.conv_index) == [0, 1, 2]
     assert list(df.feeding_layer[1:]) == ["c1", "c2"]
     assert df.feeding_layer[0] is None or df.feeding_layer.isna()[0]
-    assert models.mid_level_layers(tiny_model) == ["c2"]
+    assert models.mid_level_layers(tiny_model) == []
+
+
+def test_mid_level_is_the_rubrics_two_conv_layers_on_each_side():
+    from lab_utils.architectures import is_mid_level, mid_level_note
+
+    assert [is_mid_level(i, 5) for i in range(5)] == [False, False, True, False, False]
+    assert [is_mid_level(i, 13) for i in range(13)] == [False, False] + [True] * 9 + [False, False]
+    assert mid_level_note("vgg16", "block3_conv1") == ""
+    note = mid_level_note("vgg16", "block1_conv2")
+    assert "block1_conv2 has 1 conv layer(s) before it and 11 after it" in note
+    assert "block2_conv1 ... block5_conv1" in note and "\n" not in note
+    assert "15 conv layer(s) before it and 0 after it" in mid_level_note("vgg19", "block5_conv4")
 
 
 @pytest.mark.parametrize("bad, pattern", [

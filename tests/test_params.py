@@ -172,3 +172,13 @@ def test_params_module_constants_are_consistent():
     assert params.ASCENT_MAX_SECONDS == 600
     assert ascent_cost(DEFAULTS)["seconds"] * 12 < params.ASCENT_MAX_SECONDS
     assert ascent_cost(DEFAULTS)["bytes"] * 20 < params.ASCENT_MAX_BYTES
+
+
+def test_a_layer_outside_mid_level_is_a_note_not_a_refusal():
+    from lab_utils.session import LabSetup
+
+    full = check_values({"layer_name": "block1_conv2", "filter_index": 3})  # accepted
+    text = LabSetup(params=full, model=None, feeder="block1_conv1").describe()
+    assert text.splitlines()[1].startswith("note: block1_conv2 has 1 conv layer(s) before it")
+    default = LabSetup(params=check_values({}), model=None, feeder="block2_conv2").describe()
+    assert "note:" not in default and len(default.splitlines()) == 1

@@ -43,9 +43,10 @@ def test_vgg16_graph(vgg16):
         lab_utils.feeding_layer(vgg16, "block1_conv1")
     df = lab_utils.describe_layers(vgg16).set_index("layer")
     assert len(df) == 13
-    assert not df.loc["block1_conv1", "mid_level"] and not df.loc["block5_conv3", "mid_level"]
-    assert df.loc[["block1_conv2", LAYER, "block5_conv2"], "mid_level"].all()
-    assert lab_utils.mid_level_layers(vgg16) == list(df.index[1:-1])
+    # the rubric's mid-level: at least two conv layers before and two after
+    assert not df.loc[["block1_conv1", "block1_conv2", "block5_conv2", "block5_conv3"], "mid_level"].any()
+    assert df.loc[["block2_conv1", LAYER, "block5_conv1"], "mid_level"].all()
+    assert lab_utils.mid_level_layers(vgg16) == list(df.index[2:-2])
     assert (df.loc[LAYER, "in_channels"], df.loc[LAYER, "out_channels"]) == (128, 256)
     with pytest.raises(lab_utils.LabError, match=r"0\.\.255"):
         lab_utils.channel_table(vgg16, LAYER, 256)
