@@ -38,6 +38,7 @@ CSP = ("default-src 'none'; script-src 'none'; object-src 'none'; img-src data:;
        "font-src data:; media-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
        "form-action 'none'")
 CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # Shown where a widget or a script output was in the notebook.
 WIDGET_PLACEHOLDER = "[interactive widget: not shown in this page]"
@@ -58,9 +59,14 @@ def with_csp(page: str) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write *text* (UTF-8) to *path* through a temporary file in the same folder and
     ``os.replace``; on any failure the temporary file is removed and the old *path*
-    stays as it was."""
+    stays as it was. Characters UTF-8 cannot hold (a lone half of a surrogate pair,
+    valid in notebook JSON) are written as U+FFFD: a page is always valid UTF-8."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE_RE.sub("\ufffd", text)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -197,7 +197,9 @@ class RenderKernel:
         # mkdtemp: mode 0700, in $TMPDIR (short paths: a Unix socket path has at most ~100 bytes).
         # For ipc the manager's ip is the sockets' path prefix: <folder>/kernel-1 ... kernel-5.
         # Windows has no Unix sockets for ZeroMQ: TCP there, as before.
-        self.socket_dir = tempfile.mkdtemp(prefix="lab-kernel-")
+        # A Unix socket path holds at most ~107 bytes: under a deep $TMPDIR, use /tmp.
+        deep = len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp")
+        self.socket_dir = tempfile.mkdtemp(prefix="lab-kernel-", dir="/tmp" if deep else None)
         where = {"transport": "ipc", "ip": os.path.join(self.socket_dir, "kernel")} if os.name != "nt" else {}
         self.km = AsyncKernelManager(kernel_name=self.kernel_name,
                                      connection_file=os.path.join(self.socket_dir, "kernel.json"), **where)

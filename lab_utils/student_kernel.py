@@ -150,15 +150,23 @@ def make_workroot(parent: str | None = None) -> Path:
     workroot = Path(tempfile.mkdtemp(prefix="lab-submission-", dir=parent))
     for sub in ("work", "home", "tmp", "runtime"):
         (workroot / sub).mkdir(mode=0o700)
+    # Here, with the grader's environment: the kernel's MPLCONFIGDIR is this very folder.
+    seed_matplotlib_cache(workroot / "home" / ".config" / "matplotlib")
     return workroot
 
 
 def read_nofollow(path: Path, limit: int) -> bytes:
     """The bytes of *path*, refusing a symbolic link as the last component (so a link
     swapped in after discovery is not followed) and reading at most *limit* bytes."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    import stat
+
+    # O_NONBLOCK: opening a FIFO swapped in for the file must not wait for a writer.
+    flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NONBLOCK", 0))
     fd = os.open(path, flags)
     with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
         return fh.read(limit)
 
 
@@ -178,7 +186,10 @@ def copy_student_files(src: Path, root: Path, dest: Path) -> list[str]:
         return notes
     total = count = skipped = 0
     for dirpath, dirnames, filenames in os.walk(parent):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        # A sub-folder holding notebooks belongs to other submissions (sec1/alice.ipynb
+        # beside sec1/bob/lab.ipynb): its files are not this student's data.
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS
+                             and not _holds_notebooks(Path(dirpath) / d))
         for f in sorted(filenames):
             p = Path(dirpath) / f
             if f.lower().endswith(".ipynb") or p.is_symlink() or not p.is_file():
@@ -198,6 +209,13 @@ def copy_student_files(src: Path, root: Path, dest: Path) -> list[str]:
     if skipped:
         notes.append(f"{skipped} data file(s) not copied for the run")
     return notes
+
+
+def _holds_notebooks(folder: Path) -> bool:
+    for _dirpath, _dirnames, filenames in os.walk(folder):
+        if any(f.lower().endswith(".ipynb") for f in filenames):
+            return True
+    return False
 
 
 def seed_matplotlib_cache(dest: Path, source_env: dict | None = None) -> None:
@@ -314,8 +332,8 @@ def write_notebook_atomic(nb, path: Path) -> None:
     import nbformat
 
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        nbformat.write(nb, fh)
+    with open(tmp, "w", encoding="utf-8", errors="replace") as fh:  # lone surrogates: U+FFFD
+        nbformat.write(nb, fh, version=nbformat.NO_CONVERT)
     os.replace(tmp, path)
 
 
@@ -338,7 +356,6 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
     info: dict = {"timed_out": None, "died": False, "stopped_at": None, "notes": [], "error": "",
                   "cuts": 0}
     work = workroot / "work"
-    seed_matplotlib_cache(workroot / "home" / ".config" / "matplotlib")
     # Connection file and IPC sockets in the run's own folder: no TCP port open to other
     # users of the machine, nothing left behind.
     os.environ["JUPYTER_RUNTIME_DIR"] = str(workroot / "runtime")
@@ -370,11 +387,12 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
 
     def cell_done(cell, cell_index, **_kw):
         client.flush_markers(cell, cell_index)
+        running[0] = None
         now = time.monotonic()
         if checkpoint is not None and now - last_save[0] >= CHECKPOINT_EVERY_S:
             try:
                 write_notebook_atomic(nb, checkpoint)
-            except OSError:
+            except Exception:  # noqa: BLE001 - a checkpoint must never stop the run
                 pass
             # A big notebook takes a while to save: never spend more than ~1/5 of the run on it.
             last_save[0] = now + 4 * (time.monotonic() - now)
@@ -383,11 +401,14 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
     if checkpoint is not None and hasattr(signal, "SIGTERM"):
         def save_and_exit(_signum, _frame):  # the parent's last call before SIGKILL
             try:
+                if run_file is not None:  # the small file first: the grace period is short
+                    if not (info["died"] or info["timed_out"]):
+                        info.update(timed_out="total", stopped_at=running[0])
+                    info.update(executed=True, cuts=client.cuts)
+                    tmp = run_file.with_name(run_file.name + ".tmp")
+                    tmp.write_text(json.dumps(info), encoding="utf-8")
+                    os.replace(tmp, run_file)
                 write_notebook_atomic(nb, checkpoint)
-                if run_file is not None:
-                    info.update(executed=True, timed_out="total", stopped_at=running[0],
-                                cuts=client.cuts)
-                    run_file.write_text(json.dumps(info), encoding="utf-8")
             finally:
                 os._exit(0)
         signal.signal(signal.SIGTERM, save_and_exit)
@@ -444,7 +465,14 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
         pass
     except Exception as e:  # kernel did not start, or a jupyter error
         if not (info["died"] or info["timed_out"]):
-            info["error"] = f"{type(e).__name__}: {e}"
+            where = (f"the run failed in cell {running[0]}" if running[0] is not None
+                     else "the kernel could not be started")
+            info["error"] = f"{where}: {type(e).__name__}: {e}"
+    finally:
+        if checkpoint is not None and hasattr(signal, "SIGTERM"):
+            # The cells are over: a SIGTERM now (while the notebook is saved) must not
+            # rewrite what happened; the parent falls back to the last checkpoint.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     info["cuts"] = client.cuts
     return info
 

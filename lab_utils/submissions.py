@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -83,6 +84,7 @@ def errors_status(n: int) -> str:
 
 
 _ERRORS_RE = re.compile(r"^errors in \d+ cells?$")
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # --- limits ----------------------------------------------------------------------
 RICH_TEXT_LIMIT = 500_000  # text/html, svg, json... over this are dropped (not cut mid-tag)
@@ -175,6 +177,15 @@ def load_notebook(data: bytes) -> Loaded:
         loaded.notes.append("schema warnings")
     loaded.nb = nb
     cells = nb.cells
+    # Half of a surrogate pair (valid in JSON, e.g. an emoji cut by a front end) cannot be
+    # sent to a kernel nor written as UTF-8: shown and run as U+FFFD.
+    broken = 0
+    for cell in cells:
+        fixed, n = _LONE_SURROGATE_RE.subn("\ufffd", cell.source)
+        if n:
+            cell.source, broken = fixed, broken + n
+    if broken:
+        loaded.notes.append(f"{broken} broken character(s) in the cells' text replaced by U+FFFD")
     if not cells:
         return Loaded(nb=nb, status=EMPTY, message="the notebook has no cells", notes=loaded.notes)
     if all(not c.source.strip() for c in cells):
@@ -480,7 +491,7 @@ def run_phase(spec: dict) -> None:
             write_notebook_atomic(loaded.nb, workroot / EXECUTED_FILE)
             info["executed"] = True
     except Exception as e:  # noqa: BLE001 - reported on the page, never a crash
-        info = {"executed": False, "error": f"{type(e).__name__}: {e}"}
+        info = {"executed": False, "error": f"the run worker failed: {type(e).__name__}: {e}"}
     tmp = workroot / (RUN_FILE + ".tmp")
     tmp.write_text(json.dumps(info), encoding="utf-8")
     os.replace(tmp, workroot / RUN_FILE)
@@ -578,12 +589,14 @@ def _process_one(spec: dict, res: dict) -> None:
             at = run.get("stopped_at")
             if isinstance(at, int) and 1 <= at <= len(nb.cells) and nb.cells[at - 1].cell_type == "code":
                 nb.cells[at - 1].outputs.append(marker_output(text))
-            else:
+            elif executed is not None:  # the saved notebook shows where the run was
                 at = _mark_first_unrun_cell(nb, text)
+            else:  # nothing was saved: no cell number to claim
+                at = None
             res["message"] = run["message"] + (f"; stopped in cell {at}" if at else "")
         elif run.get("error"):
             status = GRADER_ERROR
-            res["message"] = "the kernel could not be started: " + run["error"]
+            res["message"] = run["error"]  # says what failed: the copy, the kernel, the worker
         elif run.get("timed_out"):
             status = TIMED_OUT
             what = ("per-cell timeout" if run["timed_out"] == "cell" else "total timeout")
@@ -749,7 +762,8 @@ def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) ->
             + ("" if executed else "; no outputs had been saved"))}
     elif run is None:
         tail = _log_tail(workroot / "worker.log")
-        run = {"executed": False, "error": f"the run ended (exit code {rc}) without a result"
+        how = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+        run = {"executed": False, "error": f"the run worker ended ({how}) without a result"
                                            + (f": {tail}" if tail else "")}
     run["notes"] = notes + run.get("notes", [])
     return run, executed, seconds
@@ -803,7 +817,9 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Resu
         if workroot is not None:
             spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live)
             base.run_seconds = round(run_seconds, 2)
-        r = _page_worker(spec, live)
+        r = None if live.stop.is_set() else _page_worker(spec, live)
+        if r is None and live.stop.is_set():
+            spec["_failure"] = "interrupted"
     finally:
         if workroot is not None:
             rmtree_hard(workroot)
@@ -966,6 +982,12 @@ def run_batch(args, root: Path, out: Path) -> int:
     print(f"[submissions] {mode} {len(subs)} notebook(s) from {display_name(str(root))}, "
           f"{args.jobs} at a time -> {display_name(str(out))}", file=sys.stderr)
     interrupted = False
+    # A terminal closed or a CI job cancelled: end the workers and their kernels as Ctrl-C does.
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     futures = {pool.submit(grade_one, sub, args, root, out, live): i for i, sub in enumerate(subs)}
     try:
@@ -987,7 +1009,12 @@ def run_batch(args, root: Path, out: Path) -> int:
         live.kill_all()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for name, handler in restore.items():
+            signal.signal(getattr(signal, name), handler)
     if interrupted:
+        # The pages written so far are this command's: a later run may replace them.
+        written = {r.page for r in results.values()} | set(_manifest_files(out))
+        write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(written)}, indent=1))
         print("[submissions] interrupted; no index written", file=sys.stderr)
         return 130
     ordered = [results[i] for i in range(len(subs))]
@@ -1113,8 +1140,15 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     sys.stdout.flush()
     sys.stderr.flush()
+    here = os.getcwd()
     os.chdir("/")
-    os.execve(sys.executable, [sys.executable, "-m", "lab_utils.submissions", ARGS_FD_FLAG, str(r)], env)
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "lab_utils.submissions", ARGS_FD_FLAG, str(r)], env)
+    except OSError as e:  # go on without hiding, and say so
+        os.chdir(here)
+        os.close(r)
+        print(f"submissions: warning: could not re-execute to hide the folders ({e}); "
+              "student code may find them in this process's command line", file=sys.stderr)
 
 
 def _argv_from_fd(fd_text: str) -> list[str]:
@@ -1147,6 +1181,9 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
                      "outside it (submissions are never written to)")
     if out.exists() and not out.is_dir():
         parser.error(f"--out {display_name(args.out)} exists and is not a folder")
+    if (out / "index.html").exists() and not (out / MANIFEST).exists():
+        parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
+                     "write (a lab render?); choose another folder, nothing there is overwritten")
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         parser.error(f"--out {display_name(args.out)}: {display_name(str(blocker))} is a file, not a folder")

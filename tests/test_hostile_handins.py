@@ -185,11 +185,13 @@ def test_index_and_simple_pages_carry_the_csp(tmp_path):
 
 def test_write_text_atomic_leaves_no_tmp_on_failure(tmp_path):
     target = tmp_path / "page.html"
-    target.write_text("old")
-    with pytest.raises(UnicodeEncodeError):
-        pages.write_text_atomic(target, "bad \udce9")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+    target.mkdir()  # os.replace onto a folder fails after the temporary file was written
+    with pytest.raises(OSError):
+        pages.write_text_atomic(target, "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"] and target.is_dir()
+    ok = tmp_path / "ok.html"
+    pages.write_text_atomic(ok, "half \ud83d")  # a lone surrogate is written as U+FFFD
+    assert ok.read_bytes().decode("utf-8") == "half \ufffd"
 
 
 # --------------------------------------------------------------------------- executed code
@@ -305,3 +307,93 @@ def test_timeout_holds_and_the_page_keeps_the_outputs_so_far(tmp_path):
     assert f"out-{cut - 1} " not in text
     assert "total timeout" in text
     assert time.monotonic() - t0 < 120
+
+
+# --------------------------------------------------------------------------- review findings
+
+
+def test_lone_surrogate_in_a_notebook_still_gives_a_page(tmp_path):
+    """A half emoji (JSON "\\ud83d", valid JSON, accepted by nbformat) must not turn into a
+    grader error: the page is valid UTF-8, and an executed run is not stopped by it."""
+    root = tmp_path / "hand-ins"
+    root.mkdir()
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "half emoji: \ud83d!"},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": "print('first \ud83d')"},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": "import time; time.sleep(3.5); print('second')"},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": "print('third')"}]
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
+    (root / "half.ipynb").write_text(json.dumps(nb))  # ensure_ascii: the file itself is ASCII
+    for mode in ([], ["--execute", "--timeout", "60"]):
+        out = tmp_path / ("out-exec" if mode else "out-conv")
+        proc = run_cli("--submissions", str(root), "--out", str(out), *mode)
+        r = results(out)["half.ipynb"]
+        assert r["status"] == "ok", (r, proc.stderr[-2000:])
+        text = (out / r["page"]).read_bytes().decode("utf-8")  # strict: valid UTF-8
+        assert "half emoji" in text
+    assert "third" in page_text(tmp_path / "out-exec" / "half.html")  # the checkpoint did not stop it
+
+
+def test_a_worker_killed_by_student_code_is_not_called_a_kernel_start_failure(tmp_path):
+    root = tmp_path / "hand-ins"
+    write_nb(root / "parricide.ipynb", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    out = tmp_path / "out"
+    run_cli("--submissions", str(root), "--out", str(out), "--execute", "--timeout", "60")
+    r = results(out)["parricide.ipynb"]
+    assert r["status"] == "grader error"
+    assert "the run worker ended (signal 9)" in r["message"]
+    assert "could not be started" not in r["message"]
+
+
+def test_sigterm_ends_the_batch_its_kernels_and_keeps_its_pages_names(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from test_submissions import process_ended
+
+    root = tmp_path / "hand-ins"
+    pidfile = tmp_path / "kernel.pid"
+    write_nb(root / "quick.ipynb", "print('quick')")
+    write_nb(root / "slow.ipynb", f"import os; open({str(pidfile)!r}, 'w').write(str(os.getpid()))",
+             "while True:\n    pass")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "lab_utils.submissions", "--submissions", str(root),
+                             "--out", str(out), "--execute", "--timeout", "120", "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LAB_PROGRESS="0"))
+    deadline = time.monotonic() + 60
+    while not ((out / "quick.html").exists() and pidfile.exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pidfile.exists() and (out / "quick.html").exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert process_ended(int(pidfile.read_text())), "the looping kernel outlived the batch"
+    # the page written before the interrupt stays this command's: the next run reuses its name
+    write_nb(root / "slow.ipynb", "print('fixed')")
+    assert run_cli("--submissions", str(root), "--out", str(out)).returncode == 0
+    assert results(out)["quick.ipynb"]["page"] == "quick.html"
+
+
+def test_out_holding_someone_elses_index_is_refused(tmp_path):
+    root = tmp_path / "hand-ins"
+    write_nb(root / "a.ipynb", "1")
+    out = tmp_path / "lab-pages"
+    out.mkdir()
+    (out / "index.html").write_text("the lab render's index")
+    proc = run_cli("--submissions", str(root), "--out", str(out))
+    assert proc.returncode == 2 and "did not write" in proc.stderr
+    assert (out / "index.html").read_text() == "the lab render's index"
+
+
+def test_read_nofollow_refuses_a_fifo_without_waiting(tmp_path):
+    fifo = tmp_path / "x.ipynb"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="not a regular file"):
+        K.read_nofollow(fifo, 100)
+    assert time.monotonic() - t0 < 2

@@ -630,6 +630,15 @@ def test_copy_student_files_skips_other_notebooks_and_top_level(tmp_path):
     dest2.mkdir()
     S.copy_student_files(root / "gus.ipynb", root, dest2)
     assert list(dest2.iterdir()) == []
+    # sec1/ann.ipynb beside sec1/bo/lab.ipynb: bo's folder is another submission's, not ann's data
+    write_nb(root / "sec1/ann.ipynb", "1")
+    (root / "sec1/ann.csv").write_text("ann")
+    write_nb(root / "sec1/bo/lab.ipynb", "1")
+    (root / "sec1/bo/secret.csv").write_text("bo")
+    dest3 = tmp_path / "dest3"
+    dest3.mkdir()
+    S.copy_student_files(root / "sec1/ann.ipynb", root, dest3)
+    assert sorted(p.relative_to(dest3).as_posix() for p in dest3.rglob("*") if p.is_file()) == ["ann.csv"]
 
 
 
