@@ -8,6 +8,7 @@ one-line ``LabError`` on a bad value.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .architectures import check_circuit, check_model_name, conv_specs, forward_flops_per_pixel, model_names
@@ -31,6 +32,45 @@ PARAMETERS = {
     "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
 }
 DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
+
+
+IMAGENET_MINI = "imagenet-mini"
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """What a ``probe_set`` value means (``probe_source``).
+
+    ``kind``: "embedded" (None: the 1000 images in data/probe-224), "imagenet-mini"
+    (Kaggle, via kagglehub), "url" (one image), "folder", "file" (one image) or
+    "missing" (a path that does not exist). ``path``: the expanded path for folder,
+    file and missing (relative paths are relative to the current folder)."""
+
+    kind: str
+    value: str | None
+    path: Path | None = None
+
+    @property
+    def is_local_folder(self) -> bool:
+        """Decoded from a folder on this machine (its scan can be cached by file contents)."""
+        return self.kind in ("embedded", "folder")
+
+    def describe(self) -> str:
+        return "embedded data/probe-224" if self.kind == "embedded" else str(self.value)
+
+
+def probe_source(value) -> ProbeSource:
+    """The one place that says what a ``probe_set`` value means (``ProbeSource``)."""
+    if value is None:
+        return ProbeSource("embedded", None)
+    text = str(value)
+    if text == IMAGENET_MINI:
+        return ProbeSource("imagenet-mini", text)
+    if text.split("://", 1)[0].lower() in ("http", "https") and "://" in text:
+        return ProbeSource("url", text)
+    path = Path(text).expanduser()
+    kind = "folder" if path.is_dir() else "file" if path.exists() else "missing"
+    return ProbeSource(kind, text, path)
 
 
 def parameters_cell() -> str:
@@ -143,14 +183,14 @@ def check_values(params: dict) -> dict:
                 raise LabError(f"{name} must be >= {low}, got {value} ({PARAMETERS[name][2]})")
             if high is not None and value > high:
                 raise LabError(f"{name} must be <= {high} ({why}), got {value}")
-    probe = full["probe_set"]
-    if probe not in (None, "imagenet-mini") and not probe.startswith(("http://", "https://")):
-        if not Path(probe).expanduser().exists():
-            raise LabError(f"probe_set {probe!r} does not exist; give None (embedded set), a folder, "
-                           f"or 'imagenet-mini'")
+    source = probe_source(full["probe_set"])
+    if source.kind == "missing":
+        raise LabError(f"probe_set {source.value!r} does not exist; give None (embedded set), a folder, "
+                       f"or 'imagenet-mini'")
+    if source.kind == "folder":
         from .images import check_probe_folder  # numpy and PIL only: still no TensorFlow
 
-        check_probe_folder(probe)  # a folder without images fails here, not after the model load
+        check_probe_folder(source.value)  # a folder without images fails here, not after the model load
     check_circuit(full["model_name"], full["layer_name"], full["filter_index"], full["top_k"])
     check_ascent_cost(full)
     return full

@@ -113,10 +113,12 @@ def collect_parameters(args) -> dict:
         params.update(loaded)
     for name, value in args.parameter:
         params[name] = parse_value(value)
-    probe = params.get("probe_set")
-    if isinstance(probe, str) and "://" not in probe and probe != "imagenet-mini" and Path(probe).expanduser().exists():
+    from .params import probe_source
+
+    source = probe_source(params["probe_set"]) if isinstance(params.get("probe_set"), str) else None
+    if source is not None and source.kind in ("folder", "file"):
         # the notebooks run in notebooks/: a path relative to where render.sh was called must not change meaning
-        params["probe_set"] = str(Path(probe).expanduser().resolve())
+        params["probe_set"] = str(source.path.resolve())
     return params
 
 

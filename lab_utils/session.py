@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import PARAMETERS, check_values
+from .params import PARAMETERS, check_values, probe_source
 
 
 def check_parameters(load_weights: bool = True, **params) -> "LabSetup":
@@ -48,7 +48,7 @@ class LabSetup:
 
     def describe(self) -> str:
         p = self.params
-        probe = p["probe_set"] or "embedded data/probe-224"
+        probe = probe_source(p["probe_set"]).describe()
         limit = "" if p["probe_limit"] is None else f" (first {p['probe_limit']})"
         from .architectures import mid_level_note
 
@@ -65,7 +65,7 @@ class LabSetup:
             from .images import load_imagenet_mini, load_probe_set
 
             p = self.params
-            if p["probe_set"] == "imagenet-mini":
+            if probe_source(p["probe_set"]).kind == "imagenet-mini":
                 self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"])
             else:
                 self._memo["probe"] = load_probe_set(p["probe_set"], size=p["image_size"], limit=p["probe_limit"])
@@ -74,12 +74,8 @@ class LabSetup:
     def _probe_folder(self):
         """The local folder the probe set is decoded from (None: embedded), or False for
         imagenet-mini, a URL or a single file."""
-        from .images import local_folder
-
-        source = self.params["probe_set"]
-        if source == "imagenet-mini" or local_folder(source) is None:
-            return False
-        return source
+        source = probe_source(self.params["probe_set"])
+        return source.value if source.is_local_folder else False
 
     def scan(self):
         """The scan of the probe set at layer_name; a local folder's cached scan is served

@@ -182,3 +182,20 @@ def test_a_layer_outside_mid_level_is_a_note_not_a_refusal():
     assert text.splitlines()[1].startswith("note: block1_conv2 has 1 conv layer(s) before it")
     default = LabSetup(params=check_values({}), model=None, feeder="block2_conv2").describe()
     assert "note:" not in default and len(default.splitlines()) == 1
+
+
+def test_probe_source_says_what_a_probe_set_value_means(tmp_path, monkeypatch):
+    from lab_utils.params import probe_source
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "one.jpg").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    cases = {None: "embedded", "imagenet-mini": "imagenet-mini", "HTTPS://example.org/a.jpg": "url",
+             "imgs": "folder", "one.jpg": "file", "nope": "missing", "ftp://x/y": "missing"}
+    for value, kind in cases.items():
+        assert probe_source(value).kind == kind, value
+    assert probe_source("imgs").path == Path("imgs") and probe_source("imgs").is_local_folder
+    assert probe_source(None).is_local_folder and not probe_source("one.jpg").is_local_folder
+    assert probe_source(None).describe() == "embedded data/probe-224"
+    with pytest.raises(LabError, match="'nope' does not exist"):
+        check_values({"probe_set": "nope"})
