@@ -90,6 +90,22 @@ def display_name(name) -> str:
     return "".join(out)
 
 
+def is_url(source) -> bool:
+    """Whether *source* is an http(s) URL (a probe image or set fetched over the network)."""
+    return isinstance(source, str) and "://" in source and source.split("://", 1)[0].lower() in ("http", "https")
+
+
+def socket_safe_temp_parent() -> str | None:
+    """Where to create a temporary folder that will hold Unix sockets (a kernel's IPC
+    transport): None (the default temporary folder) unless its path is so long that a
+    socket path inside it would pass the ~107-byte limit, then /tmp."""
+    import tempfile
+
+    if len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp"):
+        return "/tmp"
+    return None
+
+
 def weights_dirs() -> list[Path]:
     """Folders searched for offline weights, in order."""
     env = os.environ.get("LAB_WEIGHTS_DIR")

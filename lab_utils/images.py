@@ -16,6 +16,7 @@ import os
 import re
 import urllib.request
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from PIL import Image, ImageOps
 from PIL.Image import DecompressionBombError
 
 from .config import (  # noqa: F401  (display_name: part of this module's API)
-    CLASS_INDEX_PATH, EMBEDDED_PROBE_DIR, LabError, ResourceMissingError, display_name)
+    CLASS_INDEX_PATH, EMBEDDED_PROBE_DIR, LabError, ResourceMissingError, display_name, is_url)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 WNID_RE = re.compile(r"^(n\d{8})(?:_(.+))?$")
@@ -53,14 +54,8 @@ class ImageTooLargeError(LabError):
     """An image over Pillow's decompression-bomb pixel limit (``load_image`` names file and size)."""
 
 
-
-
-def _is_url(source) -> bool:
-    return isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https")
-
-
 def _read_bytes(source, timeout: float = 20.0) -> bytes:
-    if _is_url(source):
+    if is_url(source):
         try:
             with urllib.request.urlopen(source, timeout=timeout) as resp:
                 return resp.read()
@@ -333,14 +328,6 @@ def check_probe_folder(source) -> None:
                    "(flat, or one sub-folder per class) or use probe_set=None for the embedded set")
 
 
-def _reason_counts(reasons) -> dict[str, int]:
-    """{reason: how many}, in order of first appearance."""
-    counts: dict[str, int] = {}
-    for r in reasons:
-        counts[r] = counts.get(r, 0) + 1
-    return counts
-
-
 def _counted(reason: str, n: int) -> str:
     """'1 broken link', '2 broken links'."""
     return f"{n} {reason if n == 1 else _PLURALS.get(reason, reason + '(s)')}"
@@ -348,7 +335,7 @@ def _counted(reason: str, n: int) -> str:
 
 def _count_reasons(reasons) -> str:
     """'2 broken links, 1 symlink loop' from reasons, in order of first appearance."""
-    return ", ".join(_counted(r, n) for r, n in _reason_counts(reasons).items())
+    return ", ".join(_counted(r, n) for r, n in Counter(reasons).items())  # first appearance first
 
 
 def _skipped_warning(name: str, skipped: list[str], reasons: list[str], folder: Path | None) -> str:
@@ -363,7 +350,7 @@ def _skipped_warning(name: str, skipped: list[str], reasons: list[str], folder: 
     first: dict[str, str] = {}
     for src, reason in zip(skipped, reasons):
         first.setdefault(reason, src)
-    groups = "; ".join(f"{_counted(r, n)}, e.g. {short(first[r])}" for r, n in _reason_counts(reasons).items())
+    groups = "; ".join(f"{_counted(r, n)}, e.g. {short(first[r])}" for r, n in Counter(reasons).items())
     return f"skipped {len(skipped)} entr{'ies' if len(skipped) > 1 else 'y'} in {name}: {groups}"
 
 
@@ -436,7 +423,7 @@ def local_folder(source) -> Path | None:
     """The folder a probe-set source names (None: the embedded set), or None for URLs,
     lists, single files and paths that do not exist."""
     folder = EMBEDDED_PROBE_DIR if source is None else source
-    if isinstance(folder, (list, tuple)) or _is_url(folder):
+    if isinstance(folder, (list, tuple)) or is_url(folder):
         return None
     path = Path(folder).expanduser()
     return path if path.is_dir() else None
@@ -506,10 +493,10 @@ def _load_probe_set_uncached(source, size, limit, per_class) -> ProbeSet:
     listing = None  # the folder's listing, where source is a folder
     if isinstance(source, (list, tuple)):
         for s in source:
-            p = Path(s) if not _is_url(s) else None
+            p = Path(s) if not is_url(s) else None
             label, wnid = label_from_name(p, False) if p else (display_name(str(s).rsplit("/", 1)[-1]), None)
             items.append((str(s), label, wnid))
-    elif _is_url(source):
+    elif is_url(source):
         items.append((source, display_name(str(source).rsplit("/", 1)[-1]), None))
     else:
         path = Path(source).expanduser()

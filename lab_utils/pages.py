@@ -38,7 +38,8 @@ CSP = ("default-src 'none'; script-src 'none'; object-src 'none'; img-src data:;
        "font-src data:; media-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
        "form-action 'none'")
 CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# Half of a surrogate pair: valid in notebook JSON (an emoji cut in two), not in UTF-8.
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # Shown where a widget or a script output was in the notebook.
 WIDGET_PLACEHOLDER = "[interactive widget: not shown in this page]"
@@ -63,10 +64,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     valid in notebook JSON) are written as U+FFFD: a page is always valid UTF-8."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = _SURROGATE_RE.sub("\ufffd", text)
+    text = utf8_safe(text)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -77,6 +75,16 @@ def write_text_atomic(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def utf8_safe(text: str) -> str:
+    """*text* with every half of a surrogate pair (``SURROGATE_RE``) as U+FFFD, so that it
+    encodes to UTF-8; the same object where there is none (the common case)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return SURROGATE_RE.sub("\ufffd", text)
 
 
 def document(title: str, body: str, *, head: str = "", body_attrs: str = "") -> str:

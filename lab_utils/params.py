@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .architectures import check_circuit, check_model_name, conv_specs, forward_flops_per_pixel, model_names
-from .config import LabError
+from .config import LabError, is_url
 
 # name: (default, allowed python types, what it is). The notebooks' parameters cell is
 # generated from this table (parameters_cell, scripts/make_notebooks.py).
@@ -32,56 +32,6 @@ PARAMETERS = {
     "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
 }
 DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
-
-
-IMAGENET_MINI = "imagenet-mini"
-
-
-@dataclass(frozen=True)
-class ProbeSource:
-    """What a ``probe_set`` value means (``probe_source``).
-
-    ``kind``: "embedded" (None: the 1000 images in data/probe-224), "imagenet-mini"
-    (Kaggle, via kagglehub), "url" (one image), "folder", "file" (one image) or
-    "missing" (a path that does not exist). ``path``: the expanded path for folder,
-    file and missing (relative paths are relative to the current folder)."""
-
-    kind: str
-    value: str | None
-    path: Path | None = None
-
-    @property
-    def is_local_folder(self) -> bool:
-        """Decoded from a folder on this machine (its scan can be cached by file contents)."""
-        return self.kind in ("embedded", "folder")
-
-    def describe(self) -> str:
-        return "embedded data/probe-224" if self.kind == "embedded" else str(self.value)
-
-
-def probe_source(value) -> ProbeSource:
-    """The one place that says what a ``probe_set`` value means (``ProbeSource``)."""
-    if value is None:
-        return ProbeSource("embedded", None)
-    text = str(value)
-    if text == IMAGENET_MINI:
-        return ProbeSource("imagenet-mini", text)
-    if text.split("://", 1)[0].lower() in ("http", "https") and "://" in text:
-        return ProbeSource("url", text)
-    path = Path(text).expanduser()
-    kind = "folder" if path.is_dir() else "file" if path.exists() else "missing"
-    return ProbeSource(kind, text, path)
-
-
-def parameters_cell() -> str:
-    """The source of every notebook's ``parameters`` cell (papermill's tag): each
-    parameter at its default, with what it is as a comment."""
-    lines = ["# Parameters: every choice you make in this lab lives in this cell.",
-             "# (render.sh and papermill replace it: ./render.sh -p filter_index 7)"]
-    for name, (default, _types, doc) in PARAMETERS.items():
-        value = f'"{default}"' if isinstance(default, str) else repr(default)
-        lines.append(f"{name + ' = ' + value:<28} # {doc}")
-    return "\n".join(lines)
 
 # name: (minimum, maximum or None, why the maximum). One render (five notebooks) has a budget of
 # 10 minutes on the reference machine of bench/RESULTS.md (2-core AMD EPYC, 23.5 GiB): there the
@@ -151,12 +101,64 @@ def check_ascent_cost(full: dict) -> None:
                        f"lower vis_size, n_neighbours or top_k")
 
 
+# The probe_set value that means Kaggle's imagenet-mini (images.IMAGENET_MINI is its dataset id).
+PROBE_SET_IMAGENET_MINI = "imagenet-mini"
+PROBE_SET_VALUES = "None (the embedded set), a folder, or 'imagenet-mini'"
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """What a ``probe_set`` value means (``probe_source``).
+
+    ``kind``: "embedded" (None: the 1000 images in data/probe-224), "imagenet-mini"
+    (Kaggle, via kagglehub), "url" (one image), "folder", "file" (one image) or
+    "missing" (a path that does not exist). ``path``: the expanded path for folder,
+    file and missing (relative paths are relative to the current folder)."""
+
+    kind: str
+    value: str | None
+    path: Path | None = None
+
+    @property
+    def is_local_folder(self) -> bool:
+        """Decoded from a folder on this machine (its scan can be cached by file contents)."""
+        return self.kind in ("embedded", "folder")
+
+    def describe(self) -> str:
+        return "embedded data/probe-224" if self.kind == "embedded" else str(self.value)
+
+
+def probe_source(value) -> ProbeSource:
+    """The one place that says what a ``probe_set`` value means (``ProbeSource``)."""
+    if value is None:
+        return ProbeSource("embedded", None)
+    text = str(value)
+    if text == PROBE_SET_IMAGENET_MINI:
+        return ProbeSource("imagenet-mini", text)
+    if is_url(text):
+        return ProbeSource("url", text)
+    path = Path(text).expanduser()
+    kind = "folder" if path.is_dir() else "file" if path.exists() else "missing"
+    return ProbeSource(kind, text, path)
+
+
+def parameters_cell() -> str:
+    """The source of every notebook's ``parameters`` cell (papermill's tag): each
+    parameter at its default, with what it is as a comment."""
+    lines = ["# Parameters: every choice you make in this lab lives in this cell.",
+             "# (render.sh and papermill replace it: ./render.sh -p filter_index 7)"]
+    for name, (default, _types, doc) in PARAMETERS.items():
+        value = f'"{default}"' if isinstance(default, str) else repr(default)
+        lines.append(f"{name + ' = ' + value:<28} # {doc}")
+    return "\n".join(lines)
+
+
 def _valid_strings(name: str, full: dict) -> str:
     if name == "model_name":
         return ", ".join(model_names())
     if name == "layer_name":
         return ", ".join(s.name for s in conv_specs(full["model_name"]) if s.feeder is not None)
-    return "None (the embedded set), a folder, or 'imagenet-mini'"
+    return PROBE_SET_VALUES
 
 
 def check_values(params: dict) -> dict:
@@ -185,8 +187,7 @@ def check_values(params: dict) -> dict:
                 raise LabError(f"{name} must be <= {high} ({why}), got {value}")
     source = probe_source(full["probe_set"])
     if source.kind == "missing":
-        raise LabError(f"probe_set {source.value!r} does not exist; give None (embedded set), a folder, "
-                       f"or 'imagenet-mini'")
+        raise LabError(f"probe_set {source.value!r} does not exist; give {PROBE_SET_VALUES}")
     if source.kind == "folder":
         from .images import check_probe_folder  # numpy and PIL only: still no TensorFlow
 

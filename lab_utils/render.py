@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import KIT_ROOT, LabError
+from .config import KIT_ROOT, LabError, socket_safe_temp_parent
 
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 # Characters of a failure kept for the index and the terminal: room for a whole one-line
@@ -199,9 +199,7 @@ class RenderKernel:
         # mkdtemp: mode 0700, in $TMPDIR (short paths: a Unix socket path has at most ~100 bytes).
         # For ipc the manager's ip is the sockets' path prefix: <folder>/kernel-1 ... kernel-5.
         # Windows has no Unix sockets for ZeroMQ: TCP there, as before.
-        # A Unix socket path holds at most ~107 bytes: under a deep $TMPDIR, use /tmp.
-        deep = len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp")
-        self.socket_dir = tempfile.mkdtemp(prefix="lab-kernel-", dir="/tmp" if deep else None)
+        self.socket_dir = tempfile.mkdtemp(prefix="lab-kernel-", dir=socket_safe_temp_parent())
         where = {"transport": "ipc", "ip": os.path.join(self.socket_dir, "kernel")} if os.name != "nt" else {}
         self.km = AsyncKernelManager(kernel_name=self.kernel_name,
                                      connection_file=os.path.join(self.socket_dir, "kernel.json"), **where)
@@ -288,8 +286,18 @@ def not_run_page(book: Path, out_nb: Path, message: str) -> None:
     nbformat.write(nb, out_nb)
 
 
+INDEX_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: .3em .7em; text-align: left; }
+tr.ok td:nth-child(2) { color: #1e8449; font-weight: bold; }
+tr.failed td:nth-child(2) { color: #c0392b; font-weight: bold; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+
 def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path:
-    from .pages import CSP_META, write_text_atomic
+    from .pages import document, write_text_atomic
     from .params import DEFAULTS
 
     full = {**DEFAULTS, **params}
@@ -301,22 +309,13 @@ def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path
         f"<td>{html.escape(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{r['figures']}</td>"
         f"<td>{html.escape(r['message'])}</td></tr>" for r in rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head>{CSP_META}<meta charset="utf-8"><title>CNN Circuits Lab: rendered notebooks</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: .3em .7em; text-align: left; }}
-tr.ok td:nth-child(2) {{ color: #1e8449; font-weight: bold; }} tr.failed td:nth-child(2) {{ color: #c0392b; font-weight: bold; }}
-code {{ background: #f4f4f4; padding: 0 .2em; }}
-</style></head><body>
-<h1>CNN Circuits Lab</h1>
+    body = f"""<h1>CNN Circuits Lab</h1>
 <p>Rendered {html.escape(started)}: {n_ok} of {len(rows)} notebooks ok.</p>
 <h2>Notebooks</h2>
 <table><tr><th>notebook</th><th>status</th><th>time (s)</th><th>figures</th><th>message</th></tr>{brow}</table>
 <h2>Parameters</h2>
-<table><tr><th>name</th><th>value</th><th></th></tr>{prow}</table>
-</body></html>
-"""
+<table><tr><th>name</th><th>value</th><th></th></tr>{prow}</table>"""
+    page = document("CNN Circuits Lab: rendered notebooks", body, head=f"<style>{INDEX_CSS}</style>")
     path = out / "index.html"
     write_text_atomic(path, page)
     return path

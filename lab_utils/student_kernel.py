@@ -31,6 +31,10 @@ import sys
 import time
 from pathlib import Path
 
+from .config import socket_safe_temp_parent
+from .handins import SKIP_DIRS
+from .pages import write_text_atomic
+
 KIT_ROOT = Path(__file__).resolve().parent.parent
 
 TEXT_LIMIT = 20_000  # characters kept of one streamed text output
@@ -40,8 +44,6 @@ EXEC_MAX_OUTPUTS = 2_000  # outputs kept per cell while running
 COPY_LIMIT_BYTES = 200 * 2**20  # data files copied next to an executed notebook
 COPY_MAX_FILES = 5_000
 CHECKPOINT_EVERY_S = 3.0  # the partial notebook is saved at most this often while running
-
-SKIP_DIRS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git", ".svn", ".hg"}
 
 # Where untrusted code is sent when it honours proxy settings: the discard port.
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -143,10 +145,8 @@ def make_workroot(parent: str | None = None) -> Path:
     """A fresh throw-away folder with the layout above (every part mode 0700)."""
     import tempfile
 
-    if parent is None and len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp"):
-        # The kernel's IPC sockets live in workroot/runtime, and a Unix socket path holds
-        # at most ~107 bytes: a deep $TMPDIR would stop every kernel from starting.
-        parent = "/tmp"
+    if parent is None:  # the kernel's IPC sockets live in workroot/runtime
+        parent = socket_safe_temp_parent()
     workroot = Path(tempfile.mkdtemp(prefix="lab-submission-", dir=parent))
     for sub in ("work", "home", "tmp", "runtime"):
         (workroot / sub).mkdir(mode=0o700)
@@ -218,13 +218,13 @@ def _holds_notebooks(folder: Path) -> bool:
     return False
 
 
-def seed_matplotlib_cache(dest: Path, source_env: dict | None = None) -> None:
-    """Copy the instructor's matplotlib font list so each kernel skips a slow rebuild."""
-    env = os.environ if source_env is None else source_env
+def seed_matplotlib_cache(dest: Path) -> None:
+    """Copy the instructor's matplotlib font list (found through this process's
+    environment: call it in the grader) so each kernel skips a slow rebuild."""
     candidates = []
-    if env.get("MPLCONFIGDIR"):
-        candidates.append(Path(env["MPLCONFIGDIR"]))
-    xdg = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    if os.environ.get("MPLCONFIGDIR"):
+        candidates.append(Path(os.environ["MPLCONFIGDIR"]))
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     candidates.append(Path(xdg) / "matplotlib")
     for c in candidates:
         try:
@@ -236,7 +236,8 @@ def seed_matplotlib_cache(dest: Path, source_env: dict | None = None) -> None:
             continue
 
 
-def _mb(n: int) -> str:
+def mb_text(n: int) -> str:
+    """*n* bytes or characters as "2.0 MB" (10^6), for the grader's markers and messages."""
     return f"{n / 1e6:.1f} MB"
 
 
@@ -316,7 +317,7 @@ def _make_client_class():
                 cell.outputs.append(
                     marker_output(
                         f"[... {n} more output(s) dropped by the grader: over "
-                        f"{_mb(EXEC_CELL_BUDGET)} in this cell, {_mb(EXEC_TOTAL_BUDGET)} in the "
+                        f"{mb_text(EXEC_CELL_BUDGET)} in this cell, {mb_text(EXEC_TOTAL_BUDGET)} in the "
                         f"notebook or {EXEC_MAX_OUTPUTS:,} outputs in this cell ...]\n"
                     )
                 )
@@ -329,12 +330,11 @@ def _secs(s: float) -> str:
 
 
 def write_notebook_atomic(nb, path: Path) -> None:
+    """*nb* as JSON into *path*, atomically (``pages.write_text_atomic``: halves of surrogate
+    pairs, which a student's metadata may hold, as U+FFFD)."""
     import nbformat
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="replace") as fh:  # lone surrogates: U+FFFD
-        nbformat.write(nb, fh, version=nbformat.NO_CONVERT)
-    os.replace(tmp, path)
+    write_text_atomic(path, nbformat.writes(nb))
 
 
 def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: float,
@@ -347,8 +347,9 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
     parent's warning before SIGKILL) the notebook goes to *checkpoint* and the run info,
     with the cell that was running, to *run_file*, and the process exits.
     Keys of the result: ``timed_out`` (None, "cell" or "total"), ``died`` (bool),
-    ``stopped_at`` (1-based cell number or None), ``notes`` (list), ``error`` (str:
-    the kernel could not be started), ``cuts`` (outputs truncated while they streamed).
+    ``stopped_at`` (1-based cell number or None), ``notes`` (list), ``error`` (str, ''
+    when none: the kernel could not be started, or the run failed in a cell for a reason
+    of the grader's own), ``cuts`` (outputs truncated while they streamed).
     """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from traitlets.config import Config
@@ -405,9 +406,7 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
                     if not (info["died"] or info["timed_out"]):
                         info.update(timed_out="total", stopped_at=running[0])
                     info.update(executed=True, cuts=client.cuts)
-                    tmp = run_file.with_name(run_file.name + ".tmp")
-                    tmp.write_text(json.dumps(info), encoding="utf-8")
-                    os.replace(tmp, run_file)
+                    write_text_atomic(run_file, json.dumps(info))
                 write_notebook_atomic(nb, checkpoint)
             finally:
                 os._exit(0)

@@ -57,10 +57,11 @@ from pathlib import Path
 from .handins import (  # noqa: F401  (discover, slugify: part of this module's API)
     Submission, assign_names, discover, scan, slugify)
 from .config import display_name
-from .pages import as_text, document, inject_banner, notebook_html, simple_page, write_text_atomic
+from .pages import (
+    SURROGATE_RE, as_text, document, inject_banner, notebook_html, simple_page, write_text_atomic)
 from .student_kernel import (  # noqa: F401  (kernel_env...: part of this module's API)
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, TEXT_LIMIT, copy_student_files, execute_copy,
-    grader_env, kernel_env, kill_group, kill_processes_of, make_undumpable, make_workroot, marker_output,
+    grader_env, kernel_env, kill_group, kill_processes_of, make_undumpable, make_workroot, marker_output, mb_text,
     read_nofollow, rmtree_hard, run_with_hard_timeout, write_notebook_atomic)
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,6 @@ def errors_status(n: int) -> str:
 
 
 _ERRORS_RE = re.compile(r"^errors in \d+ cells?$")
-_LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # --- limits ----------------------------------------------------------------------
 RICH_TEXT_LIMIT = 500_000  # text/html, svg, json... over this are dropped (not cut mid-tag)
@@ -181,7 +181,7 @@ def load_notebook(data: bytes) -> Loaded:
     # sent to a kernel nor written as UTF-8: shown and run as U+FFFD.
     broken = 0
     for cell in cells:
-        fixed, n = _LONE_SURROGATE_RE.subn("\ufffd", cell.source)
+        fixed, n = SURROGATE_RE.subn("\ufffd", cell.source)
         if n:
             cell.source, broken = fixed, broken + n
     if broken:
@@ -242,13 +242,6 @@ def truncate_text(s: str, limit: int = TEXT_LIMIT) -> tuple[str, bool]:
     return s[:limit] + f"\n[... {n:,} characters truncated by the grader ...]\n", True
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-_marker_stream = marker_output
-
-
 def _bound_bundle(data: dict) -> int:
     """Bound one mime bundle in place; return the number of cuts."""
     cuts = 0
@@ -263,7 +256,7 @@ def _bound_bundle(data: dict) -> int:
                 size = RICH_TEXT_LIMIT + 1
             if size > RICH_TEXT_LIMIT:
                 del data[mime]
-                markers.append(f"[... {mime} output of {_mb(size)} dropped by the grader ...]")
+                markers.append(f"[... {mime} output of {mb_text(size)} dropped by the grader ...]")
                 cuts += 1
             continue
         if mime == "text/plain":
@@ -273,8 +266,8 @@ def _bound_bundle(data: dict) -> int:
             if len(s) > IMAGE_LIMIT:
                 del data[mime]
                 markers.append(
-                    f"[... {mime} output of {_mb(len(s))} dropped by the grader "
-                    f"(limit {_mb(IMAGE_LIMIT)}) ...]"
+                    f"[... {mime} output of {mb_text(len(s))} dropped by the grader "
+                    f"(limit {mb_text(IMAGE_LIMIT)}) ...]"
                 )
                 cuts += 1
         elif len(s) > RICH_TEXT_LIMIT:
@@ -364,9 +357,9 @@ def bound_notebook(nb) -> int:
         if dropped:
             cuts += 1
             kept.append(
-                _marker_stream(
-                    f"[... {dropped} more output(s), {_mb(dropped_size)}, dropped by the grader: "
-                    f"this page's output budget of {_mb(NOTEBOOK_OUTPUT_BUDGET)} is used up ...]\n"
+                marker_output(
+                    f"[... {dropped} more output(s), {mb_text(dropped_size)}, dropped by the grader: "
+                    f"this page's output budget of {mb_text(NOTEBOOK_OUTPUT_BUDGET)} is used up ...]\n"
                 )
             )
         cell.outputs = kept
@@ -456,6 +449,13 @@ def fallback_notebook_html(nb) -> str:
     return "".join(parts)
 
 
+def write_banner_page(path: Path, spec: dict, status: str, notes: list[str], message: str,
+                      body: str = "") -> None:
+    """A page with only the banner (status, notes, message) above *body* (HTML): for a
+    hand-in that has no notebook to show (a link, an invalid file, a failed run)."""
+    write_text_atomic(path, simple_page(spec["slug"], banner_html(spec, status, notes, message), body))
+
+
 def render_notebook_page(nb, spec: dict, banner: str) -> str:
     """The student's page: *nb* (untrusted) exported offline and sanitized, *banner* on top;
     a plain view when nbconvert fails on a damaged notebook."""
@@ -492,9 +492,7 @@ def run_phase(spec: dict) -> None:
             info["executed"] = True
     except Exception as e:  # noqa: BLE001 - reported on the page, never a crash
         info = {"executed": False, "error": f"the run worker failed: {type(e).__name__}: {e}"}
-    tmp = workroot / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, workroot / RUN_FILE)
+    write_text_atomic(workroot / RUN_FILE, json.dumps(info))
 
 
 def process_one(spec: dict) -> dict:
@@ -513,8 +511,7 @@ def process_one(spec: dict) -> dict:
         res["message"] = f"{type(e).__name__}: {e}"
     if not res["page_written"]:
         try:
-            banner = banner_html(spec, res["status"], res["notes"], res["message"])
-            write_text_atomic(page_path, simple_page(spec["slug"], banner, ""))
+            write_banner_page(page_path, spec, res["status"], res["notes"], res["message"])
             res["page_written"] = True
         except OSError:
             pass
@@ -551,15 +548,14 @@ def _process_one(spec: dict, res: dict) -> None:
     data = read_nofollow(src, MAX_FILE_BYTES + 1)  # read-only: the original is never written
     if len(data) > MAX_FILE_BYTES:
         res["status"] = TOO_LARGE
-        res["message"] = f"over the {_mb(MAX_FILE_BYTES)} limit; not read"
+        res["message"] = f"over the {mb_text(MAX_FILE_BYTES)} limit; not read"
         return
     loaded = load_notebook(data)
     notes += loaded.notes
     res["message"] = loaded.message
     if loaded.status == INVALID:
         res["status"] = INVALID
-        banner = banner_html(spec, INVALID, notes, loaded.message)
-        write_text_atomic(page_path, simple_page(spec["slug"], banner, preview_html(data)))
+        write_banner_page(page_path, spec, INVALID, notes, loaded.message, preview_html(data))
         res["page_written"] = True
         return
     if loaded.status == EMPTY and loaded.nb is None:
@@ -788,11 +784,14 @@ def _page_worker(spec: dict, live: _Live) -> dict | None:
     return None
 
 
-def _page_worker_env() -> dict:
-    env = dict(os.environ)
+def _with_kit_on_path(env: dict) -> dict:
+    """*env* with the kit first on PYTHONPATH (a worker runs ``-m lab_utils.submissions``)."""
     env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["LAB_PROGRESS"] = "0"
     return env
+
+
+def _page_worker_env() -> dict:
+    return {**_with_kit_on_path(dict(os.environ)), "LAB_PROGRESS": "0"}
 
 
 def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Result:
@@ -806,7 +805,7 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Resu
     if sub.link is not None:
         base.status = LINK
         base.message = f"links to {sub.link}: not read (symbolic links are never followed)"
-        write_text_atomic(page, simple_page(sub.slug, banner_html(spec, LINK, base.notes, base.message), ""))
+        write_banner_page(page, spec, LINK, base.notes, base.message)
         return base
     if live.stop.is_set():
         base.message = "interrupted"
@@ -818,24 +817,20 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Resu
             spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live)
             base.run_seconds = round(run_seconds, 2)
         r = None if live.stop.is_set() else _page_worker(spec, live)
-        if r is None and live.stop.is_set():
-            spec["_failure"] = "interrupted"
     finally:
         if workroot is not None:
             rmtree_hard(workroot)
     base.seconds = round(time.monotonic() - t0, 2)
     if r is None:
         base.message = "interrupted" if live.stop.is_set() else spec["_failure"]
-        write_text_atomic(page, simple_page(sub.slug, banner_html(spec, base.status, base.notes,
-                                                                  base.message), ""))
+        write_banner_page(page, spec, base.status, base.notes, base.message)
         return base
     base.status = r["status"]
     base.n_error_cells = r.get("n_error_cells", 0)
     base.notes += r.get("notes", [])
     base.message = r.get("message", "")
     if not page.exists():
-        write_text_atomic(page, simple_page(
-            sub.slug, banner_html(spec, base.status, base.notes, base.message), ""))
+        write_banner_page(page, spec, base.status, base.notes, base.message)
     return base
 
 
@@ -957,16 +952,20 @@ def _foreign_pages(out: Path) -> set[str]:
     return {n[:-5].lower() for n in names if n not in ours}
 
 
+def _write_manifest(out: Path, pages: set[str]) -> None:
+    write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(pages)}, indent=1))
+
+
 def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     """Remove pages a previous run of this command wrote that this run did not."""
     for name in _manifest_files(out):
-        if (isinstance(name, str) and name not in produced and "/" not in name
-                and "\\" not in name and name.endswith(".html") and not name.startswith(".")):
+        if (name not in produced and "/" not in name and "\\" not in name
+                and name.endswith(".html") and not name.startswith(".")):
             try:
                 (out / name).unlink()
             except OSError:
                 pass
-    write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(produced)}, indent=1))
+    _write_manifest(out, produced)
 
 
 def run_batch(args, root: Path, out: Path) -> int:
@@ -1013,8 +1012,7 @@ def run_batch(args, root: Path, out: Path) -> int:
             signal.signal(getattr(signal, name), handler)
     if interrupted:
         # The pages written so far are this command's: a later run may replace them.
-        written = {r.page for r in results.values()} | set(_manifest_files(out))
-        write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(written)}, indent=1))
+        _write_manifest(out, {r.page for r in results.values()} | set(_manifest_files(out)))
         print("[submissions] interrupted; no index written", file=sys.stderr)
         return 130
     ordered = [results[i] for i in range(len(subs))]
@@ -1136,8 +1134,7 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     os.write(w, data)
     os.close(w)
     os.set_inheritable(r, True)
-    env = grader_env()
-    env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = _with_kit_on_path(grader_env())
     sys.stdout.flush()
     sys.stderr.flush()
     here = os.getcwd()
