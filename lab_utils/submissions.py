@@ -1011,8 +1011,11 @@ def run_batch(args, root: Path, out: Path) -> int:
         for name, handler in restore.items():
             signal.signal(getattr(signal, name), handler)
     if interrupted:
-        # The pages written so far are this command's: a later run may replace them.
-        _write_manifest(out, {r.page for r in results.values()} | set(_manifest_files(out)))
+        # The pages written so far are this command's: a later run may replace them. A worker may
+        # have written its page before its result reached this thread, so look at the folder; a
+        # name in `subs` was chosen to avoid every foreign page, so a file by that name is ours.
+        written = {f"{s.slug}.html" for s in subs if (out / f"{s.slug}.html").exists()}
+        _write_manifest(out, written | {r.page for r in results.values()} | set(_manifest_files(out)))
         print("[submissions] interrupted; no index written", file=sys.stderr)
         return 130
     ordered = [results[i] for i in range(len(subs))]

@@ -379,6 +379,39 @@ def test_sigterm_ends_the_batch_its_kernels_and_keeps_its_pages_names(tmp_path):
     assert results(out)["quick.ipynb"]["page"] == "quick.html"
 
 
+def test_page_on_disk_before_its_result_returns_is_kept_by_an_interrupt(tmp_path, monkeypatch):
+    """The race CI once hit: a worker wrote its page, SIGTERM came before its result reached
+    the batch loop; the page must still count as this command's (the next run reuses its name)."""
+    import signal
+    import threading
+
+    from lab_utils import submissions as S
+
+    root = tmp_path / "hand-ins"
+    write_nb(root / "quick.ipynb", "print('quick')")
+    out = tmp_path / "out"
+    page_written = threading.Event()
+
+    def grade_slowly(sub, args, root_, out_, live):
+        (out_ / f"{sub.slug}.html").write_text("<p>page</p>", encoding="utf-8")
+        page_written.set()
+        live.stop.wait(30)  # the result never returns before the interrupt
+        raise RuntimeError("interrupted")
+
+    def terminate_when_written():
+        page_written.wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(S, "grade_one", grade_slowly)
+    threading.Thread(target=terminate_when_written, daemon=True).start()
+    args = S.build_parser().parse_args(["--submissions", str(root), "--out", str(out)])
+    assert S.run_batch(args, root, out) == 130
+    assert "quick.html" in S._manifest_files(out)
+    monkeypatch.undo()
+    assert run_cli("--submissions", str(root), "--out", str(out)).returncode == 0
+    assert results(out)["quick.ipynb"]["page"] == "quick.html"
+
+
 def test_out_holding_someone_elses_index_is_refused(tmp_path):
     root = tmp_path / "hand-ins"
     write_nb(root / "a.ipynb", "1")
