@@ -4,10 +4,17 @@
 #   ./render.sh                          # the five notebooks, default parameters
 #   ./render.sh -p filter_index 7 --out build/f7
 #   ./render.sh --submissions hand-ins/ --out build/grading [--execute]
+#   ./render.sh --atlas block3_conv1 [--out build/atlas]   # every filter of a layer, one page
 # ./render.sh --help lists every option.
 set -euo pipefail
 KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$KIT_ROOT/scripts/setup-env.sh"
+# The atlas writes no notebook: its progress bar stays on (LAB_PROGRESS=0 still hides it).
+for arg in "$@"; do
+    case "$arg" in
+        --atlas|--atlas=*) exec python -m lab_utils.atlas "$@" ;;
+    esac
+done
 # Progress bars belong on the terminal, never in stored notebook outputs.
 export LAB_PROGRESS=0
 for arg in "$@"; do

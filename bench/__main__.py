@@ -13,6 +13,8 @@ Rows (all in one run; ratios compare numbers of this run only):
   rerank  ranking another filter of the same layer once the scan is cached;
   ascent  seconds per Adam step and GFLOP/s of ``render_channels`` (best of 5, as the bound): the filter,
           the filter with its neighbours, its ten channels batched and one at a time;
+  atlas   ``layer_atlas`` of block3_conv1 at its default size: one batch's GFLOP/s, and the
+          wall time of all 256 filters (``./render.sh --atlas block3_conv1``);
   render  wall time and peak memory of ``./render.sh`` cold (empty cache), warm,
           and warm with another filter of the same layer.
 
@@ -53,6 +55,8 @@ class Sizes:
     render_args: tuple
     other_filter: int = 7  # render.sh's documented example: ./render.sh -p filter_index 7
     ascent_repeat: int = 5  # each ascent row is the best of this many timed calls (the bound: best of 5)
+    atlas_size: int | None = None   # None: lab_utils.atlas.ATLAS_SIZE (the atlas's defaults)
+    atlas_steps: int | None = None  # None: lab_utils.atlas.ATLAS_STEPS
 
 
 FULL = Sizes(matmul=(2048, 3072, 4000, 4096), n_images=None, naive_images=50, vis_size=128, steps=64,
@@ -60,7 +64,7 @@ FULL = Sizes(matmul=(2048, 3072, 4000, 4096), n_images=None, naive_images=50, vi
 QUICK = Sizes(matmul=(512,), n_images=16, naive_images=4, vis_size=64, steps=3,
               layers=("block3_conv1", "block4_conv1"),
               render_args=("--only", "02", "-p", "probe_limit", "8", "-p", "steps", "2", "-p", "vis_size", "64"),
-              ascent_repeat=1)
+              ascent_repeat=1, atlas_size=32, atlas_steps=2)
 
 FILTER = 31         # the kit's default filter (params.py)
 LAYER = "block3_conv1"
@@ -290,6 +294,38 @@ def run_render(args: list, env: dict, log_path: Path, cmd=None) -> dict:
             "cmd": " ".join(shlex.quote(c) for c in ["./render.sh", *args]), "log": log_path}
 
 
+def atlas_rows(model, sizes, bound: float) -> list[Row]:
+    """The atlas of ``LAYER`` at the atlas's default size and steps (``sizes`` may shrink
+    them): one batch of ``ATLAS_BATCH`` filters (best of ``ascent_repeat`` calls, as the
+    ascent rows) and all the layer's filters in one cache-less ``layer_atlas`` call (its
+    wall time: traces included, one per batch shape, as a first run pays them)."""
+    from lab_utils.atlas import ATLAS_BATCH, ATLAS_SIZE, ATLAS_STEPS, batches_of, layer_atlas
+    from lab_utils.models import get_conv_layer
+
+    from .flops import ascent_flops_per_step
+
+    size, steps = sizes.atlas_size or ATLAS_SIZE, sizes.atlas_steps or ATLAS_STEPS
+    n_filters = get_conv_layer(model, LAYER).filters
+    first = batches_of(list(range(n_filters)), ATLAS_BATCH)[0]
+    log(f"atlas {LAYER}: one batch of {len(first)} filters, {steps} steps at {size} px, best of {sizes.ascent_repeat}")
+    t, _, _ = time_ascent(model, LAYER, first, size, steps, repeat=sizes.ascent_repeat)
+    flop = ascent_flops_per_step(model, LAYER, len(first), size)
+    rate = flop * steps / t / 1e9
+    where = f"{size} px, {steps} steps" + (" (the atlas default)" if (size, steps) == (ATLAS_SIZE, ATLAS_STEPS) else "")
+    rows = [Row(f"atlas {LAYER}: batch of {len(first)} filters at {where} ({flop / 1e9:.1f} GFLOP/step)", rate,
+                "GFLOP/s", f"{rate / bound:.2f} of bound; {t / steps:.3g} s/step", ">= 0.70 bound",
+                rate / bound >= 0.70)]
+    log(f"atlas {LAYER}: all {n_filters} filters ({size} px, {steps} steps), no cache")
+    t0 = time.perf_counter()
+    layer_atlas(model, LAYER, size=size, steps=steps, use_cache=False, progress_bar=False)
+    wall = time.perf_counter() - t0
+    total = ascent_flops_per_step(model, LAYER, n_filters, size) * steps
+    rows.append(Row(f"atlas {LAYER}: all {n_filters} filters at {where} (batches of {ATLAS_BATCH}, no cache)",
+                    wall, "s",
+                    f"{total / wall / 1e9:.1f} GFLOP/s = {total / wall / 1e9 / bound:.2f} of bound, tracing included"))
+    return rows
+
+
 # ------------------------------------------------------------------ the benchmark
 def check_weights() -> str | None:
     """None if VGG16 weights are found offline, else a one-line reason."""
@@ -439,7 +475,10 @@ def run(args) -> int:
                     f"{sizes.ascent_repeat} calls)", compute, "s",
                     f"{compute_best:.0f} s with the best calls; + {traces:.1f} s tracing (first calls)"))
 
-    # 5. render
+    # 5. atlas: every filter of a layer, batch by batch (opt-in: ./render.sh --atlas LAYER)
+    rows.extend(atlas_rows(model, sizes, bound))
+
+    # 6. render
     if not args.skip_render:
         env = dict(os.environ)
         env["LAB_CACHE_DIR"] = str(work / "cache-render")
@@ -524,6 +563,10 @@ Conventions:
   the ten channels at the feeding layer), measured in this process, tracing
   excluded; the ascents at their median time over the 5 calls, because a render
   runs each once (its ratio to the best-call compute is shown too).
+- **Atlas**: `lab_utils.atlas.layer_atlas` of `block3_conv1` at the atlas's default
+  size and steps (ascent FLOPs as above): one batch of `ATLAS_BATCH` filters timed as
+  the ascent rows (best of 5 after a tracing call), and all the layer's filters in one
+  call without cache (wall time, tracing of each batch shape included).
 - **Re-rank**: `scan_images` served from the cache (probe and model
   fingerprints + file read) + `rank_classes` + `rank_images` for another filter.
 """

@@ -7,6 +7,8 @@ One module per stage of the lab:
 - ``imagenet``: the ImageNet class index and labels (no TensorFlow);
 - ``probe``: one batched scan of a probe set, class/image rankings (step 2);
 - ``featurevis``: batched gradient-ascent feature visualization (steps 2, 4);
+- ``atlas``: every filter of a layer visualized, on one zoomable page (opt-in:
+  ``render.sh --atlas LAYER``);
 - ``circuits``: single-channel filters, norms, categories (step 3, 5);
 - ``plots``: every figure of the lab;
 - ``architectures``: the VGG conv-layer tables (checks without TensorFlow);
@@ -35,6 +37,7 @@ _EXPORTS = {
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
     "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "Visualization"],
+    "atlas": ["layer_atlas", "LayerAtlas", "write_atlas_page", "atlas_image"],
     "circuits": ["channel_table", "channel_norms", "filter_kernel", "CATEGORY_RULE", "circuit_paragraph"],
     "params": ["PARAMETERS"],
     "session": ["check_parameters", "check_parameters_from", "LabSetup"],

@@ -253,12 +253,15 @@ def _check_positive(value, what, minimum=1):
 
 
 def render_channels(model, layer_name: str, channels, size: int = DEFAULT_SIZE, steps: int = DEFAULT_STEPS,
-                    seed: int = 0, use_cache: bool = True, desc: str | None = None) -> Visualization:
+                    seed: int = 0, use_cache: bool = True, desc: str | None = None,
+                    show_progress: bool = True) -> Visualization:
     """Gradient ascent of one image per channel of ``layer_name``, all in one batch.
 
     ``channels``: output channels (filters) of ``layer_name``, 0-based; they may
     repeat. ``size``: image side in pixels; ``steps``: Adam steps. Results are
     cached per channel on disk; only missing channels are optimized (together).
+    ``desc``: the label of the progress bar over steps; ``show_progress=False`` hides
+    it (it is also hidden when ``LAB_PROGRESS=0``).
     """
     import tensorflow as tf
 
@@ -289,7 +292,8 @@ def render_channels(model, layer_name: str, channels, size: int = DEFAULT_SIZE, 
         v = tf.zeros_like(spectrum)
         shifts = jitter_offsets(steps, seed)
         label = desc or f"ascent {layer_name} x{len(todo)}"
-        for i in progress(range(steps), desc=label, unit="step"):
+        bar_off = {} if show_progress else {"disable": True}
+        for i in progress(range(steps), desc=label, unit="step", **bar_off):
             spectrum, m, v, obj = step(spectrum, m, v, tf.constant(i + 1, tf.float32), scale, kernels, biases,
                                        tf.constant(shifts[i]))
             if i == 0:  # evaluated on the start spectrum, unshifted

@@ -28,7 +28,8 @@ def test_bench_quick_writes_its_table_and_keeps_hand_written_notes(tmp_path, vgg
     assert "old table" not in text and "intro kept" in text and "notes kept" in text
     table = text.split(BEGIN, 1)[1].split(END, 1)[0]
     for row in ("bound: float32 matmul", "scan block3_conv1", "naive loop block3_conv1", "re-rank",
-                "ascent block3_conv1", "ascent block2_conv2", "compute of a render", "render cold",
+                "ascent block3_conv1", "ascent block2_conv2", "compute of a render",
+                "atlas block3_conv1: batch of 32 filters", "atlas block3_conv1: all 256 filters", "render cold",
                 "render warm", "peak RSS"):
         assert row in table, row
     assert "GFLOP/s" in table and "Summary:" in table
