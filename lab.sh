@@ -3,6 +3,7 @@
 # First use: sets up .venv (like render.sh) and installs JupyterLab into it (about a minute).
 #   ./lab.sh                      # opens a browser tab on notebooks/
 #   ./lab.sh --no-browser --port 8890
+#   ./lab.sh --ServerApp.root_dir=~/my-copy   # another folder of notebooks
 # Extra arguments go to `jupyter lab`.
 set -euo pipefail
 KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,5 +19,10 @@ if [ "$(id -u)" = 0 ]; then
     echo "[lab] running as root (a container?): starting JupyterLab with --allow-root" >&2
     extra+=(--allow-root)
 fi
+# notebooks/ unless the caller names another folder (a copy of the notebooks, say).
+root=(--ServerApp.root_dir="$KIT_ROOT/notebooks")
+for arg in "$@"; do
+    case "$arg" in --ServerApp.root_dir=*|--notebook-dir=*) root=() ;; esac
+done
 cd "$KIT_ROOT/notebooks"
-exec python -m jupyter lab --ServerApp.root_dir="$KIT_ROOT/notebooks" ${extra[@]+"${extra[@]}"} "$@"
+exec python -m jupyter lab ${root[@]+"${root[@]}"} ${extra[@]+"${extra[@]}"} "$@"

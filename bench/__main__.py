@@ -351,6 +351,9 @@ def run(args) -> int:
     for old in ["cache-inprocess", "cache-render", *(f"render-{k}" for k in ("cold", "warm", "other"))]:
         shutil.rmtree(work / old, ignore_errors=True)  # only what an earlier run wrote there
     os.environ["LAB_CACHE_DIR"] = str(work / "cache-inprocess")
+    # the kit's defaults, not a student's lab-choice.yaml, are what the rows measure
+    os.environ["LAB_CHOICE_FILE"] = str(work / "lab-choice.yaml")
+    Path(os.environ["LAB_CHOICE_FILE"]).unlink(missing_ok=True)
     rows: list[Row] = []
     failed: list[str] = []
 
@@ -391,7 +394,7 @@ def run(args) -> int:
 
         log(f"scan {layer}: trace + first batch")
         t0 = time.perf_counter()
-        _channel_means_fn(model, layer)(probe.images[:32]).numpy()
+        _channel_means_fn(model, layer)(probe.images[:32])[0].numpy()
         t_trace = time.perf_counter() - t0
         traces += t_trace if layer == LAYER else 0.0
         log(f"scan {layer}: {n} images ({gflop:.2f} GFLOP/img)")

@@ -49,11 +49,11 @@ def scan_batch():
         fn = _channel_means_fn(model, layer)
         gf = scan_flops_per_image(model, layer, 224) / 1e9
         for bs in (8, 16, 32, 64):
-            fn(images[:bs]).numpy()
+            fn(images[:bs])[0].numpy()
 
             def run():
                 for s in range(0, len(images), bs):
-                    fn(images[s:s + bs]).numpy()
+                    fn(images[s:s + bs])[0].numpy()
 
             t = _best(run, 2)
             print(f"scan {layer} batch {bs:3d}: {len(images) / t:6.1f} img/s, {gf * len(images) / t:6.1f} GFLOP/s")
@@ -324,7 +324,9 @@ def _render(argv):
     for row in rows:
         if not isinstance(row["figures"], int):
             row["figures"] = row["figures"].result()
-    R.write_index(out, rows, params, started)
+    from lab_utils.choice import INJECTED, resolve_arguments
+
+    R.write_index(out, rows, resolve_arguments(params, source=INJECTED), started)
     for t in stops:
         if not lean:
             t.join()

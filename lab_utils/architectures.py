@@ -153,3 +153,17 @@ def check_circuit(model_name: str, layer_name, filter_index, top_k) -> ConvSpec:
     if top_k > spec.in_channels:
         raise LabError(f"top_k must be at most {spec.in_channels} (the input channels of {layer_name}), got {top_k}")
     return spec
+
+
+def receptive_field(model_name: str, layer_name: str) -> int:
+    """Side, in input pixels, of the square of the input that one position of
+    ``layer_name``'s output sees (VGG: 3x3 stride-1 convolutions, 2x2 stride-2 pooling
+    after each block). block1_conv1: 3; block3_conv1: 24; block5_conv3: 196 (the published values)."""
+    size, jump = 1, 1
+    for spec in conv_specs(model_name):
+        if spec.feeder is not None and spec.name.split("_")[0] != spec.feeder.split("_")[0]:
+            size, jump = size + jump, jump * 2  # the block's 2x2 pooling before this conv
+        size += (spec.kernel[0] - 1) * jump
+        if spec.name == layer_name:
+            return size
+    raise LabError(f"unknown layer {layer_name!r} of {model_name}")

@@ -143,13 +143,20 @@ def probe_source(value) -> ProbeSource:
 
 
 def parameters_cell() -> str:
-    """The source of every notebook's ``parameters`` cell (papermill's tag): each
-    parameter at its default, with what it is as a comment."""
-    lines = ["# Parameters: every choice you make in this lab lives in this cell.",
-             "# (render.sh and papermill replace it: ./render.sh -p filter_index 7)"]
+    """The source of every notebook's ``parameters`` cell (papermill's tag): each parameter
+    read from the lab choice (``choice.load_lab_choice``), with what it is as a comment, and
+    the cell's snapshot of its own values as the last line (``choice.resolve`` needs it to
+    tell a value typed here from one papermill injects after the cell)."""
+    lines = ["# Parameters: each value is your lab choice (lab-choice.yaml at the kit's root).",
+             "# Notebook 02 is where you choose: type a value there (filter_index = 7) and run it,",
+             "# or use its explorer's \"use this filter\" button; notebooks 03-05 then follow.",
+             "# render.sh -p / papermill values replace these for one run and are never saved.",
+             "from lab_utils.choice import load_lab_choice",
+             "choice = load_lab_choice()"]
     for name, (default, _types, doc) in PARAMETERS.items():
-        value = f'"{default}"' if isinstance(default, str) else repr(default)
-        lines.append(f"{name + ' = ' + value:<28} # {doc}")
+        shown = f'"{default}"' if isinstance(default, str) else repr(default)
+        lines.append(f"{name + ' = choice.' + name:<42} # {doc} [kit default: {shown}]")
+    lines.append("parameters_cell_values = choice.values_in(globals())  # what this cell says (keep last)")
     return "\n".join(lines)
 
 

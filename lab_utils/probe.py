@@ -31,6 +31,9 @@ class Scan:
 
     ``means``: float32 (n_images, n_channels); row i is image i of the probe set
     (``labels[i]``, ``sources[i]``), column f is filter f (0-based).
+    ``peaks``: int32 (n_images, n_channels), where in the layer's output map filter f is
+    strongest on image i, as a flat index ``row * map_shape[1] + col`` (``peak_position``);
+    ``map_shape``: (rows, cols) of that map. A crop around a peak shows what excited it.
     """
 
     model_name: str
@@ -40,11 +43,20 @@ class Scan:
     wnids: list
     sources: list
     probe_name: str
+    peaks: np.ndarray | None = None
+    map_shape: tuple | None = None
     from_cache: bool = False
 
     @property
     def n_images(self) -> int:
         return self.means.shape[0]
+
+    def peak_position(self, image: int, filter_index: int) -> tuple[float, float]:
+        """Where filter *filter_index* peaks on probe image *image*, as fractions (y, x) of the
+        image's height and width (the centre of the peak's cell of the output map)."""
+        rows, cols = self.map_shape
+        flat = int(self.peaks[image, filter_index])
+        return (flat // cols + 0.5) / rows, (flat % cols + 0.5) / cols
 
 
 _PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -57,7 +69,9 @@ def _fingerprint(model, layer_name):
 
 
 def _channel_means_fn(model, layer_name):
-    """Compiled batch -> (batch, channels) mean activation, built once per (model, layer)."""
+    """Compiled batch -> (mean activation (batch, channels), peak position (batch, channels),
+    map shape (2,)), built once per (model, layer). The peak is the flat index of the
+    largest value of each channel's map (``Scan.peaks``)."""
     import tensorflow as tf
 
     per_model = _PASSES.setdefault(model, {})
@@ -67,7 +81,11 @@ def _channel_means_fn(model, layer_name):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
         def channel_means(batch):
             x = preprocess(model, tf.cast(batch, tf.float32))
-            return tf.reduce_mean(sub(x, training=False), axis=(1, 2))
+            maps = sub(x, training=False)
+            shape = tf.shape(maps)
+            flat = tf.reshape(maps, [shape[0], shape[1] * shape[2], shape[3]])
+            peaks = tf.argmax(flat, axis=1, output_type=tf.int32)
+            return tf.reduce_mean(maps, axis=(1, 2)), peaks, shape[1:3]
 
         per_model[layer_name] = channel_means
     return per_model[layer_name]
@@ -119,25 +137,31 @@ def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache:
         raise LabError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     probe = as_probe_set(images)
     name = getattr(model, "_lab_name", model.name)
-    key = cache.cache_key(kind="scan", model=_fingerprint(model, layer_name), layer=layer_name,
+    key = cache.cache_key(kind="scan+peaks", model=_fingerprint(model, layer_name), layer=layer_name,
                           probe=probe.fingerprint())
     if use_cache:
         hit = cache.load("scans", key)
         if hit is not None:
             return Scan(name, layer_name, hit["means"], list(probe.labels), list(probe.wnids),
-                        list(probe.sources), probe.name, from_cache=True)
+                        list(probe.sources), probe.name, hit["peaks"], tuple(int(v) for v in hit["map_shape"]),
+                        from_cache=True)
     fn = _channel_means_fn(model, layer_name)
     n = len(probe)
-    chunks = []
+    chunks, peak_chunks, map_shape = [], [], None
     bar = progress(total=n, desc=f"scan {layer_name}", unit="img")
     for start in range(0, n, batch_size):
-        chunks.append(fn(probe.images[start:start + batch_size]).numpy())
+        means, peaks, shape = fn(probe.images[start:start + batch_size])
+        chunks.append(means.numpy())
+        peak_chunks.append(peaks.numpy())
+        map_shape = tuple(int(v) for v in shape.numpy())
         bar.update(min(batch_size, n - start))
     bar.close()
     means = np.concatenate(chunks).astype(np.float32)
+    peaks = np.concatenate(peak_chunks).astype(np.int32)
     if use_cache:
-        cache.save("scans", key, means=means)
-    return Scan(name, layer_name, means, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name)
+        cache.save("scans", key, means=means, peaks=peaks, map_shape=np.array(map_shape))
+    return Scan(name, layer_name, means, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name,
+                peaks, map_shape)
 
 
 def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int | None = None,
@@ -155,16 +179,18 @@ def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int
     content = folder_content_key(folder, size, limit) if use_cache and root is not None else None
     name = getattr(model, "_lab_name", model.name)
     if content is not None:
-        key = cache.cache_key(kind="scan-files", model=_fingerprint(model, layer_name), layer=layer_name,
+        key = cache.cache_key(kind="scan-files+peaks", model=_fingerprint(model, layer_name), layer=layer_name,
                               files=content)
         hit = cache.load("scans", key)
         if hit is not None:
             return Scan(name, layer_name, hit["means"], [str(v) for v in hit["labels"]],
                         [str(v) or None for v in hit["wnids"]], [str(root / str(v)) for v in hit["sources"]],
-                        probe_set_name(folder), from_cache=True)
+                        probe_set_name(folder), hit["peaks"], tuple(int(v) for v in hit["map_shape"]),
+                        from_cache=True)
     scan = scan_images(model, layer_name, load_probe_set(folder, size=size, limit=limit), batch_size, use_cache)
     if content is not None:
-        cache.save("scans", key, means=scan.means, labels=np.array(scan.labels, dtype=str),
+        cache.save("scans", key, means=scan.means, peaks=scan.peaks, map_shape=np.array(scan.map_shape),
+                   labels=np.array(scan.labels, dtype=str),
                    wnids=np.array([w or "" for w in scan.wnids], dtype=str),
                    sources=np.array([Path(s).relative_to(root).as_posix() for s in scan.sources], dtype=str))
     return scan

@@ -154,7 +154,7 @@ def to_html(notebook_path: Path, html_path: Path) -> int:
 
     nb = nbformat.read(notebook_path, as_version=4)
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if "image/png" in o.get("data", {}))
+                  if {"image/png", "image/jpeg"} & set(o.get("data", {})))
     write_text_atomic(html_path, notebook_html(nb, notebook_path.stem, untrusted=False))
     return figures
 
@@ -296,14 +296,13 @@ code { background: #f4f4f4; padding: 0 .2em; }
 """
 
 
-def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path:
+def write_index(out: Path, rows: list[dict], resolved, started: str) -> Path:
+    """``resolved``: the render's ``choice.ResolvedParameters`` (values and their sources)."""
     from .pages import document, write_text_atomic
-    from .params import DEFAULTS
 
-    full = {**DEFAULTS, **params}
     prow = "".join(
         f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(repr(v))}</code></td>"
-        f"<td>{'set' if k in params else 'default'}</td></tr>" for k, v in full.items())
+        f"<td>{html.escape(resolved.sources[k])}</td></tr>" for k, v in resolved.values.items())
     brow = "".join(
         f"<tr class='{r['status']}'><td><a href='{html.escape(r['html'])}'>{html.escape(r['name'])}</a></td>"
         f"<td>{html.escape(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{r['figures']}</td>"
@@ -314,7 +313,7 @@ def write_index(out: Path, rows: list[dict], params: dict, started: str) -> Path
 <h2>Notebooks</h2>
 <table><tr><th>notebook</th><th>status</th><th>time (s)</th><th>figures</th><th>message</th></tr>{brow}</table>
 <h2>Parameters</h2>
-<table><tr><th>name</th><th>value</th><th></th></tr>{prow}</table>"""
+<table><tr><th>name</th><th>value</th><th>from</th></tr>{prow}</table>"""
     page = document("CNN Circuits Lab: rendered notebooks", body, head=f"<style>{INDEX_CSS}</style>")
     path = out / "index.html"
     write_text_atomic(path, page)
@@ -330,9 +329,13 @@ def main(argv=None) -> int:
             raise LabError(f"no notebooks found in {NOTEBOOK_DIR}")
         if args.cell_timeout < 1:
             raise LabError("--cell-timeout must be >= 1 second")
+        from .choice import INJECTED, resolve_arguments
         from .params import check_values
 
-        check_values(params)  # everything, layer and filter included, without TensorFlow: before any kernel starts
+        # -p values over the student's lab choice over the kit's defaults; only -p values are
+        # injected (the notebooks read the lab choice themselves) and none is ever saved.
+        resolved = resolve_arguments(params, source=INJECTED)
+        check_values(resolved.values)  # everything, layer and filter included, without TensorFlow: before any kernel starts
         check_out_folder(Path(args.out).expanduser())
     except LabError as exc:
         print(f"render.sh: error: {exc}", file=sys.stderr)
@@ -351,12 +354,12 @@ def main(argv=None) -> int:
         print(f"render.sh: the python3 Jupyter kernel could not start: {type(exc).__name__}: {exc}",
               file=sys.stderr)
     try:
-        return _render_all(args, params, books, out, kernel)
+        return _render_all(args, params, resolved, books, out, kernel)
     finally:
         kernel.shutdown()
 
 
-def _render_all(args, params: dict, books: list[Path], out: Path, kernel: RenderKernel) -> int:
+def _render_all(args, params: dict, resolved, books: list[Path], out: Path, kernel: RenderKernel) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
@@ -387,7 +390,7 @@ def _render_all(args, params: dict, books: list[Path], out: Path, kernel: Render
             row["status"], row["message"] = "failed", "; ".join(m for m in (row["message"], note) if m)[:MESSAGE_LIMIT]
             print(f"{row['name']}: {note}", file=sys.stderr)
     exporter.shutdown()
-    index = write_index(out, rows, params, started)
+    index = write_index(out, rows, resolved, started)
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     print(f"index: {index}" + (f"\nfailed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

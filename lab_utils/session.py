@@ -13,31 +13,69 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import PARAMETERS, check_values, probe_source
+from .choice import CHOICE_FILE_NAME, LAB_CHOICE, ResolvedParameters, resolve, resolve_arguments, save_lab_choice
+from .config import LabError
+from .params import check_values, probe_source
 
 
 def check_parameters(load_weights: bool = True, **params) -> "LabSetup":
     """Check every parameter and return the ``LabSetup`` that runs the lab with them.
+    Parameters not given come from the lab choice (``choice``), then the kit's defaults.
 
     ``load_weights=False`` builds the model with random weights (offline; tests).
     """
+    return _setup(resolve_arguments(params), load_weights)
+
+
+def check_parameters_from(namespace: dict, load_weights: bool = True, record_choice: bool = False) -> "LabSetup":
+    """``check_parameters`` with the parameters a notebook defined (its ``globals()``),
+    resolved against the lab choice (``choice.resolve``). ``record_choice`` (notebook 02):
+    values typed by hand into the parameters cell become the lab choice once they pass the
+    checks; injected values (papermill, render.sh -p) never do. Elsewhere a typed value
+    overrides the choice for this notebook only, and ``describe()`` says so first."""
+    resolved = resolve(namespace)
+    setup = _setup(resolved, load_weights)
+    if resolved.typed and record_choice:
+        save_lab_choice(resolved.typed)
+        setup.choice_note = (f"Saved to your lab choice ({CHOICE_FILE_NAME}): "
+                             + ", ".join(f"{k} = {v!r}" for k, v in resolved.typed.items())
+                             + ". Notebooks 03-05 use it from now on.")
+    elif resolved.typed:
+        setup.choice_note = (f"NOTE: this notebook's parameters cell overrides your lab choice: "
+                             f"{resolved.overrides_text()}. To change the choice for every notebook, "
+                             f"make it in notebook 02.")
+    return setup
+
+
+def _setup(resolved: ResolvedParameters, load_weights: bool) -> "LabSetup":
     from .models import feeding_layer, load_model
 
-    full = check_values(params)
+    try:
+        full = check_values(resolved.values)
+    except LabError as exc:
+        from_file = [k for k, src in resolved.sources.items() if src == LAB_CHOICE and str(exc).startswith(k + " ")]
+        if from_file:
+            raise LabError(f"{exc} [{from_file[0]} comes from your lab choice, "
+                           f"{resolved.choice.path.name}: change it there or in notebook 02]") from None
+        raise
     model = load_model(full["model_name"], weights=None if load_weights else "random")
-    return LabSetup(params=full, model=model, feeder=feeding_layer(model, full["layer_name"]))
+    return LabSetup(params=full, model=model, feeder=feeding_layer(model, full["layer_name"]),
+                    sources=dict(resolved.sources))
 
 
 @dataclass
 class LabSetup:
     """The checked parameters plus the model; each method runs one stage of the lab.
 
+    ``sources``: parameter name -> where its value came from (``choice.SOURCES``).
     Results are cached on disk, so a later notebook reuses an earlier one's work.
     """
 
     params: dict
     model: object
     feeder: str
+    sources: dict = field(default_factory=dict)
+    choice_note: str = ""
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __getattr__(self, name):
@@ -47,17 +85,25 @@ class LabSetup:
         raise AttributeError(name)
 
     def describe(self) -> str:
+        """The lab choice note (if any), one line of what runs, then each parameter with
+        where its value came from."""
         p = self.params
         probe = probe_source(p["probe_set"]).describe()
         limit = "" if p["probe_limit"] is None else f" (first {p['probe_limit']})"
         from .architectures import mid_level_note
 
         note = mid_level_note(p["model_name"], p["layer_name"])
-        return (f"{p['model_name']} | {p['layer_name']} filter {p['filter_index']} (0-based) | "
-                f"fed by {self.feeder} | top_k={p['top_k']} | probe set: {probe}"
-                f"{limit} | "
-                f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}"
-                + (f"\n{note}" if note else ""))
+        lines = [self.choice_note] if self.choice_note else []
+        lines.append(f"{p['model_name']} | {p['layer_name']} filter {p['filter_index']} (0-based) | "
+                     f"fed by {self.feeder} | top_k={p['top_k']} | probe set: {probe}{limit} | "
+                     f"ascent {p['steps']} steps at {p['vis_size']}px, seed {p['seed']}")
+        if note:
+            lines.append(note)
+        if self.sources:
+            width = max(len(k) for k in p)
+            lines.append("where each value comes from:")
+            lines += [f"  {k:<{width}} = {p[k]!r:<16} {self.sources.get(k, '')}" for k in p]
+        return "\n".join(lines)
 
     # ---------------------------------------------------------- step 2
     def probe(self):
@@ -80,16 +126,31 @@ class LabSetup:
     def scan(self):
         """The scan of the probe set at layer_name; a local folder's cached scan is served
         from its files' hash without decoding the images (``probe.scan_folder``)."""
-        if "scan" not in self._memo:
+        return self.scan_layer(self.layer_name)
+
+    def scan_layer(self, layer_name: str):
+        """The scan of the probe set at any conv layer (the explorer's other layers), once."""
+        key = ("scan", layer_name)
+        if key not in self._memo:
             from .probe import scan_folder, scan_images
 
             folder = self._probe_folder()
             if folder is False:
-                self._memo["scan"] = scan_images(self.model, self.layer_name, self.probe())
+                self._memo[key] = scan_images(self.model, layer_name, self.probe())
             else:
-                self._memo["scan"] = scan_folder(self.model, self.layer_name, folder, size=self.image_size,
-                                                 limit=self.probe_limit)
-        return self._memo["scan"]
+                self._memo[key] = scan_folder(self.model, layer_name, folder, size=self.image_size,
+                                              limit=self.probe_limit)
+        return self._memo[key]
+
+    def has_decoded_probe(self) -> bool:
+        """Whether the probe images are in memory (else a cached scan decoded none of them)."""
+        return "probe" in self._memo
+
+    def explorer(self):
+        """The filter explorer (``explorer.FilterExplorer``) on this layer and filter."""
+        from .explorer import FilterExplorer
+
+        return FilterExplorer(self)
 
     def top_classes(self):
         from .probe import rank_classes
@@ -106,7 +167,7 @@ class LabSetup:
         from .probe import activation_maps
 
         top = self.top_images().head(n)
-        if "probe" in self._memo:  # decoded already (always so where the scan was not a folder's)
+        if self.has_decoded_probe():  # decoded already (always so where the scan was not a folder's)
             images = self.probe().images[top["image"].to_numpy()]
         else:  # the scan may have come from the cache: decode just these n files
             from .images import load_image
@@ -163,8 +224,3 @@ class LabSetup:
 
         return circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
                                  self.channel_table(), self.top_classes(), self.scan().n_images)
-
-
-def check_parameters_from(namespace: dict, load_weights: bool = True) -> "LabSetup":
-    """``check_parameters`` with the parameters a notebook defined (its ``globals()``)."""
-    return check_parameters(load_weights=load_weights, **{k: namespace[k] for k in PARAMETERS if k in namespace})

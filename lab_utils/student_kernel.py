@@ -102,6 +102,10 @@ def kernel_env(workroot: Path, base: dict | None = None) -> dict:
         # A cache per submission: no student reads results cached by another
         # (or poisons the instructor's cache).
         LAB_CACHE_DIR=str(cache / "lab"),
+        # The student's lab choice: the lab-choice.yaml handed in beside the notebook (copied
+        # into work/ with the other files), else one made from the kit's defaults there; never
+        # the instructor's (a hand-in's notebook 02 writes its typed values to it).
+        LAB_CHOICE_FILE=str(workroot / "work" / "lab-choice.yaml"),
         PYTHONPATH=str(KIT_ROOT),
     )
     for var in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):

@@ -26,6 +26,11 @@ from lab_utils import plots
 setup = lab.check_parameters_from(globals())
 print(setup.describe())'''
 
+# Notebook 02 is where the choice is made: what the student typed into its parameters
+# cell becomes the lab choice once it passes the checks (lab_utils/choice.py).
+CHECK_AND_RECORD = CHECK.replace("check_parameters_from(globals())",
+                                 "check_parameters_from(globals(), record_choice=True)  # saves what you typed above")
+
 
 def student(title: str, prompt: str):
     """A cell the student writes: same marker everywhere, tagged 'student'."""
@@ -42,13 +47,13 @@ def code(src):
     return new_code_cell(src.strip())
 
 
-def header(number, title, points, intro):
+def header(number, title, points, intro, check=CHECK):
     return [
         md(f"# Step {number}: {title}{f' ({points} points)' if points else ''}\n\n{intro.strip()}\n\n"
            "Cells marked **✍️ YOUR ANSWER** are yours to write; everything else is generated. "
            "Change the parameters in the next cell (all indices are **0-based**), then *Run All*."),
         new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-        code(CHECK),
+        code(check),
     ]
 
 
@@ -100,7 +105,7 @@ A **filter** is the whole kernel of one output channel of a conv layer
 (`kernel[:, :, :, filter_index]`, e.g. 3x3x128 for `block3_conv1`). We look at
 the chosen filter twice: what image excites it most (feature visualization by
 gradient ascent), and which real ImageNet classes and images excite it most.
-""") + [
+""", check=CHECK_AND_RECORD) + [
     md("## Mid-level candidates\nThe rubric asks for a *mid-level* layer: \"a few convolutional layers "
        "before and after\" it, taken here as **at least two conv layers before and two after**. "
        "These are the candidates (another layer works too, with a note in the check above):"),
@@ -149,6 +154,30 @@ top_images = setup.top_images()
 print(top_images[["rank", "image", "class", "mean_activation"]].to_string(index=False, float_format="{:.2f}".format))
 images, maps, titles = setup.top_image_maps(8)
 fig = plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}")
+"""),
+    md("""
+## Explore the layer's filters
+The explorer answers from the scan above, without a new pass: pick a layer (the
+mid-level candidates; another layer is scanned once) and a filter to see its top
+images, its top classes with the number of images behind each, the 8 filters whose
+mean activations correlate most with it over the probe images, and its weight-norm
+profile (how few input channels carry most of its squared L2 weight). **use this
+filter** saves the layer and filter as your lab choice (notebooks 03-05 use it);
+then run this notebook again from the top.
+"""),
+    code("""
+explorer = setup.explorer()
+explorer
+"""),
+    md("""
+### Layer atlas
+The same information without widgets (and in the rendered HTML): one tile per filter
+of the layer, its top probe image cropped around where the filter peaks, captioned
+with its peak mean activation. The chosen filter is framed red, its most similar
+filters orange.
+"""),
+    code("""
+explorer.atlas()
 """),
     student("why this layer and this filter", "Why this layer (what makes it mid-level, and what do you "
             "expect its filters to detect) and this filter (what in the synthesized images or the top "

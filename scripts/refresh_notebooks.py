@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def clean(nb):
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)  # the explorer's widget state: thumbnails, megabytes, no use offline
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)

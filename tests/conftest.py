@@ -4,7 +4,9 @@ Environment (set at import time, so notebook kernels started later by other
 tests inherit it too):
 - ``LAB_PROGRESS=0``: no progress bars in test output or stored notebooks;
 - ``LAB_CACHE_DIR``: a session-wide temporary folder, unless the caller set one,
-  so tests never read results cached by an earlier run (or by a student).
+  so tests never read results cached by an earlier run (or by a student);
+- ``LAB_CHOICE_FILE``: a session-wide lab choice file, so a student's
+  ``lab-choice.yaml`` never changes what the tests (and nbval) see.
 
 Real-weight tests use the ``vgg16`` fixture: they are skipped when the VGG16
 weights file is missing, but *fail* when ``LAB_REQUIRE_WEIGHTS=1`` (CI sets it
@@ -27,9 +29,16 @@ if not os.environ.get("LAB_CACHE_DIR"):
     os.environ["LAB_CACHE_DIR"] = _OWN_CACHE
 
 
+# The student's lab choice (lab-choice.yaml at the kit's root) must not change what tests
+# see: every session starts from the kit's defaults in a file of its own.
+_OWN_CHOICE = tempfile.mkdtemp(prefix="lab-test-choice-")
+os.environ["LAB_CHOICE_FILE"] = os.path.join(_OWN_CHOICE, "lab-choice.yaml")
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    shutil.rmtree(_OWN_CHOICE, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ weights

@@ -100,3 +100,16 @@ def test_render_check_does_not_import_tensorflow():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_receptive_fields_are_the_published_vgg16_values():
+    from lab_utils.architectures import receptive_field
+
+    # Araujo et al., "Computing Receptive Fields of CNNs" (Distill 2019), VGG16 table
+    expected = {"block1_conv1": 3, "block1_conv2": 5, "block2_conv1": 10, "block2_conv2": 14,
+                "block3_conv1": 24, "block3_conv3": 40, "block4_conv1": 60, "block4_conv3": 92,
+                "block5_conv1": 132, "block5_conv3": 196}
+    assert {name: receptive_field("vgg16", name) for name in expected} == expected
+    assert receptive_field("vgg19", "block3_conv4") == 48
+    with pytest.raises(LabError):
+        receptive_field("vgg16", "block9_conv9")

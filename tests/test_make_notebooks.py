@@ -40,7 +40,11 @@ def test_parameters_cell_is_the_schema():
     exec(cell, namespace)  # noqa: S102 - our own generated source
     assert {k: namespace[k] for k in PARAMETERS} == DEFAULTS
     for name, (_default, _types, doc) in PARAMETERS.items():
-        assert any(line.startswith(f"{name} = ") and line.endswith(f"# {doc}") for line in cell.splitlines()), name
+        assert any(line.startswith(f"{name} = choice.{name} ") and f"# {doc} [kit default: " in line
+                   for line in cell.splitlines()), name
+    # the snapshot the check cell compares with papermill's values is the cell's last line
+    assert cell.splitlines()[-1].startswith("parameters_cell_values = choice.values_in(globals())")
+    assert namespace["parameters_cell_values"] == DEFAULTS
     for nb in generated().values():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and tagged[0].source == cell

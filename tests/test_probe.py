@@ -352,3 +352,19 @@ def test_scan_folder_non_utf8_names_and_a_bomb_cached_hit_sources_open(tiny_mode
     np.testing.assert_array_equal(reopened, decoded.images)
     np.testing.assert_array_equal(second.means, lab_utils.scan_images(tiny_model, "c2", reopened,
                                                                       use_cache=False).means)
+
+
+def test_scan_keeps_each_filters_peak_position_from_the_same_pass(tiny_model, probe_images):
+    scan = lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=3, use_cache=False)
+    maps = probe.activation_maps(tiny_model, "c2", 1, probe_images)  # (n, rows, cols), filter 1
+    n, rows, cols = maps.shape
+    assert scan.map_shape == (rows, cols) and scan.peaks.shape == scan.means.shape
+    for i in range(n):
+        assert maps[i].ravel()[scan.peaks[i, 1]] == pytest.approx(maps[i].max(), rel=1e-5)
+        assert scan.means[i, 1] == pytest.approx(maps[i].mean(), rel=1e-4, abs=1e-6)
+        y, x = scan.peak_position(i, 1)
+        assert 0 < y < 1 and 0 < x < 1
+        assert int(y * rows) * cols + int(x * cols) == scan.peaks[i, 1]
+    again = lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=5)  # cached: same peaks
+    cached = lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=5)
+    assert cached.from_cache and np.array_equal(cached.peaks, again.peaks) and cached.map_shape == again.map_shape

@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["-p", "probe_limit", "12", "-p", "steps", "3", "-p", "vis_size", "48", "-p", "n_neighbours", "2",
          "-p", "top_n", "5"]
 # figures each notebook shows (offline: notebook 01 shows the demo images without predictions)
-FIGURES = {"01_model_choice": 1, "02_filter_selection": 3, "03_channel_analysis": 2,
+FIGURES = {"01_model_choice": 1, "02_filter_selection": 4, "03_channel_analysis": 2,
            "04_channel_visualization": 1, "05_summary": 4}
 
 
-def render(*args, timeout=900):
-    env = {**os.environ, "LAB_VENV": sys.prefix}  # render.sh reuses this environment
+def render(*args, timeout=900, **env_extra):
+    env = {**os.environ, "LAB_VENV": sys.prefix, **env_extra}  # render.sh reuses this environment
     return subprocess.run(["bash", str(ROOT / "render.sh"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 
@@ -65,15 +65,18 @@ def test_render_writes_five_pages_and_index(tmp_path, vgg16):
     before = notebooks_digest()
     params = tmp_path / "p.yaml"
     params.write_text("filter_index: 12\nseed: 3\n")
+    choice = tmp_path / "lab-choice.yaml"  # a student's lab choice: used where -p says nothing
+    choice.write_text("top_k: 6\nfilter_index: 40\n")
     out = tmp_path / "html"
-    res = render(*SMALL, "--params", str(params), "-p", "filter_index", "31", "--out", str(out))
+    res = render(*SMALL, "--params", str(params), "-p", "filter_index", "31", "--out", str(out),
+                 LAB_CHOICE_FILE=str(choice))
     assert res.returncode == 0, res.stderr[-3000:]
     assert notebooks_digest() == before  # render never writes notebooks/
     index = (out / "index.html").read_text()
     for name, n_fig in FIGURES.items():
         page = (out / f"{name}.html").read_text()
         assert f"href='{name}.html'" in index
-        assert len(re.findall(r'src="data:image/png;base64', page)) == n_fig, name
+        assert len(re.findall(r'src="data:image/(?:png|jpeg);base64', page)) == n_fig, name
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
@@ -83,10 +86,23 @@ def test_render_writes_five_pages_and_index(tmp_path, vgg16):
         assert "<script" not in page and not re.search(r"""(src|href)=["']?https?://""", page), name
         assert CSP_META in page, name
     assert CSP_META in index and "<script" not in index
+    # 02's explorer: its text in the page, never a bare widget repr; the atlas is the JPEG after it
+    page02 = (out / "02_filter_selection.html").read_text()
+    assert "filter explorer: interactive in Jupyter" in page02 and "VBox(" not in page02
+    assert 'src="data:image/jpeg;base64' in page02
     assert index.count("<tr class='ok'>") == 5
     # -p wins over --params; both show in the index
-    assert "<td>filter_index</td><td><code>31</code></td><td>set</td>" in index
-    assert "<td>seed</td><td><code>3</code></td><td>set</td>" in index
+    assert "<td>filter_index</td><td><code>31</code></td><td>papermill / render.sh -p</td>" in index
+    assert "<td>seed</td><td><code>3</code></td><td>papermill / render.sh -p</td>" in index
+    # -p over the lab choice over the kit's defaults; a render never writes the choice
+    assert "<td>top_k</td><td><code>6</code></td><td>lab choice (lab-choice.yaml)</td>" in index
+    assert "<td>image_size</td><td><code>224</code></td><td>kit default</td>" in index
+    assert choice.read_text() == "top_k: 6\nfilter_index: 40\n"
+    for name in ("03_channel_analysis", "05_summary"):
+        cells = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4).cells
+        described = next(c for c in cells if "check_parameters_from" in c.source).outputs[0]["text"]
+        assert "block3_conv1 filter 31 (0-based)" in described and "top_k=6 " in described, described
+        assert "top_k        = 6                lab choice (lab-choice.yaml)" in described, described
 
 
 @pytest.mark.weights

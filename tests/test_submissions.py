@@ -682,3 +682,30 @@ def test_invalid_notebook_message_is_never_empty(monkeypatch):
     loaded = S.load_notebook(b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}')
     assert loaded.status == "not a valid notebook"
     assert loaded.message == "could not be read as a notebook (AssertionError)"
+
+
+def test_an_executed_hand_in_uses_its_own_lab_choice_and_never_writes_the_kits(tmp_path):
+    from lab_utils.choice import CHOICE_FILE_NAME, choice_path
+    from lab_utils.config import KIT_ROOT
+
+    root = tmp_path / "hand-ins"
+    write_nb(root / "alice" / "02.ipynb",
+             "from lab_utils.choice import load_lab_choice, save_lab_choice, choice_path\n"
+             "print('alice-choice', load_lab_choice().filter_index)\n"
+             "save_lab_choice({'filter_index': 3})  # what 02's check cell does with a typed value\n"
+             "print('saved-to', choice_path())")
+    (root / "alice" / CHOICE_FILE_NAME).write_text("filter_index: 12\n")  # handed in beside the notebook
+    write_nb(root / "bob.ipynb", "from lab_utils.choice import load_lab_choice\n"
+             "print('bob-choice', load_lab_choice().filter_index)")
+    kit_choice = KIT_ROOT / CHOICE_FILE_NAME
+    kit_before = kit_choice.read_bytes() if kit_choice.exists() else None
+    mine_before = choice_path().read_bytes() if choice_path().exists() else None
+    out = tmp_path / "out"
+    assert run_cli("--submissions", str(root), "--out", str(out), "--execute").returncode == 0
+    alice, bob = page_text(out / "alice.html"), page_text(out / "bob.html")
+    assert "alice-choice 12" in alice and "bob-choice 31" in bob  # bob handed in none: the defaults
+    saved_to = re.search(r"saved-to (\S+)", alice).group(1)
+    assert str(KIT_ROOT) not in saved_to and saved_to.endswith(f"work/{CHOICE_FILE_NAME}")
+    assert (root / "alice" / CHOICE_FILE_NAME).read_text() == "filter_index: 12\n"  # originals only read
+    assert (kit_choice.read_bytes() if kit_choice.exists() else None) == kit_before
+    assert (choice_path().read_bytes() if choice_path().exists() else None) == mine_before
