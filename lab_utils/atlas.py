@@ -40,17 +40,19 @@ import numpy as np
 from . import cache
 from .config import LabError, display_name, progress
 
-# Defaults, measured on the reference 2-core CPU (AMD EPYC, matmul bound ~150-165 GFLOP/s;
-# bench/RESULTS.md). One ascent step at block3_conv1 costs 2 x 0.379 GFLOP per 64 px image
-# (architectures.forward_flops_per_pixel x 64^2 x 2), so all 256 filters x 64 steps are
-# 25 TFLOP: ~3 min at the ~130-160 GFLOP/s a batched step reaches. At 128 px (the notebooks'
-# size) the same atlas would take ~13 min, too long for an opt-in extra. 64 px still holds
-# ~3 receptive fields of block3_conv1 (24 px) across: its textures and shapes read well.
+# Defaults, measured on the reference 2-core CPU (AMD EPYC). One ascent step at block3_conv1
+# costs 1.54 GFLOP per 64 px image (2 x the forward FLOPs before the layer: bench/flops.py),
+# so all 256 filters x 64 steps are 25.2 TFLOP: 130 s measured (194 GFLOP/s, 0.86 of a matmul
+# bound of 226 GFLOP/s, tracing included), 193-212 s while the machine was slower (its matmul
+# rate varies 2x over minutes). At 128 px (the notebooks' size) the same atlas would take 4x
+# as long, 9-14 min: too long for an opt-in extra. 64 px still spans ~3 receptive fields of
+# block3_conv1 (24 px): its textures and shapes read well, and the page can enlarge them.
 ATLAS_SIZE = 64     # pixels, square
 ATLAS_STEPS = 64    # Adam steps: the notebooks' default, whose images are converged to the eye
-# Filters per ascent batch. At 64 px, block3_conv1, 64 steps (GFLOP/s of the batch):
-# 8 -> 92, 16 -> 131-181, 32 -> 158-183, 64 -> 105 (the activations of 64 images at 64 px,
-# ~64 MB per block-1 layer, no longer stay in the caches). 32 divides every VGG width.
+# Filters per ascent batch. At 64 px, block3_conv1, 64 steps, each call timed between two
+# matmul-bound measurements (only such paired ratios are reliable here): 16 -> 0.84-0.86 of
+# the bound, 32 -> 0.84-0.86, 64 -> 0.85-0.88 (190-198 GFLOP/s against ~225). Larger gains
+# nothing; 32 divides every VGG width (64..512), so a layer is traced once; ~0.2 GiB a batch.
 ATLAS_BATCH = 32
 ATLAS_VERSION = "atlas-v1"  # part of the cache key (with featurevis.VIS_VERSION)
 DEFAULT_OUT = "build/atlas"
@@ -351,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(OUT/atlas-<model>-<layer>.html; nothing else in OUT is written). Results are cached: "
                     "a second run, or one after Ctrl-C, reuses every filter already done.",
         epilog=f"Defaults: {ATLAS_SIZE} px, {ATLAS_STEPS} steps, {ATLAS_BATCH} filters per batch: "
-               "all 256 filters of vgg16 block3_conv1 in about 3 minutes on 2 CPU cores.")
+               "all 256 filters of vgg16 block3_conv1 in 2-3.5 minutes on 2 CPU cores.")
     ap.add_argument("layer", nargs="?", metavar="LAYER", help="conv layer, e.g. block3_conv1")
     ap.add_argument("--atlas", metavar="LAYER", help="the same as LAYER (how render.sh passes it)")
     ap.add_argument("--model", default="vgg16", help="vgg16 (default) or vgg19")
