@@ -11,6 +11,7 @@ Rows (all in one run; ratios compare numbers of this run only):
           at two layers, as a fraction of the bound, and against the naive
           loop (open one image, ``model.predict`` it, repeat);
   rerank  ranking another filter of the same layer once the scan is cached;
+  explorer  notebook 02's filter explorer switching filter with the scan cached;
   ascent  seconds per Adam step and GFLOP/s of ``render_channels`` (best of 5, as the bound): the filter,
           the filter with its neighbours, its ten channels batched and one at a time;
   atlas   ``layer_atlas`` of block3_conv1 at its default size: one batch's GFLOP/s, and the
@@ -294,6 +295,33 @@ def run_render(args: list, env: dict, log_path: Path, cmd=None) -> dict:
             "cmd": " ".join(shlex.quote(c) for c in ["./render.sh", *args]), "log": log_path}
 
 
+EXPLORER_FILTERS = (7, 100, 200, 3, 150, 64, 250, 12, 90, 31)
+
+
+def explorer_row(setup, probe, scan, sizes) -> Row:
+    """Notebook 02's filter explorer on ``LAYER`` with its scan cached (the bench's probe
+    set): the slowest of ten filter switches (``explorer.filter.value = f``: facts from the
+    scan, thumbnails decoded, every widget updated). Building the explorer (correlations of
+    every filter pair, the first answer) is reported beside it."""
+    from lab_utils.explorer import FilterExplorer
+
+    setup._memo[("scan", LAYER)] = scan  # the scan this run just cached, of this run's probe set
+    setup._memo["probe"] = probe
+    log(f"explorer {LAYER}: build, then switch filter {len(EXPLORER_FILTERS)} times")
+    t0 = time.perf_counter()
+    explorer = FilterExplorer(setup)
+    t_build = time.perf_counter() - t0
+    times = []
+    for f in EXPLORER_FILTERS:
+        t0 = time.perf_counter()
+        explorer.filter.value = f
+        times.append(time.perf_counter() - t0)
+    slowest = max(times)
+    return Row(f"explorer {LAYER}: switch filter with the scan cached (slowest of {len(times)}; facts, thumbnails, "
+               f"widgets)", slowest, "s", f"median {sorted(times)[len(times) // 2]:.3f} s; build {t_build:.2f} s",
+               "< 0.5 s", slowest < 0.5)
+
+
 def atlas_rows(model, sizes, bound: float) -> list[Row]:
     """The atlas of ``LAYER`` at the atlas's default size and steps (``sizes`` may shrink
     them): one batch of ``ATLAS_BATCH`` filters (best of ``ascent_repeat`` calls, as the
@@ -434,6 +462,9 @@ def run(args) -> int:
                     f"{scan_time[LAYER] / t_rerank:,.0f}x faster than the scan" + ("" if cached.from_cache else
                                                                                  " (NOT from cache)"),
                     "< 1 s", t_rerank < 1.0 and cached.from_cache))
+
+    # 3b. the filter explorer of notebook 02: switching filter with the scan cached
+    rows.append(explorer_row(setup, probe, cached, sizes))
 
     # 4. ascent
     neighbours = setup.neighbours()

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import KIT_ROOT, LabError, display_name
+from .config import KIT_ROOT, LabError, display_name, yaml_problem
 from .params import DEFAULTS, PARAMETERS, PROBE_SET_IMAGENET_MINI
 
 CHOICE_FILE_NAME = "lab-choice.yaml"
@@ -93,10 +93,7 @@ def _parse(path: Path, text: str) -> dict:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        raise LabError(f"your lab choice {display_name(path)} is not valid YAML ({where}{problem}); "
+        raise LabError(f"your lab choice {display_name(path)} is not valid YAML ({yaml_problem(exc)}); "
                        f"fix that line, or delete the file to start again from the kit's defaults") from None
     if loaded is None:
         return {}

@@ -35,6 +35,13 @@ class LabError(ValueError):
         return [f"\x1b[31m{type(self).__name__}: {self}\x1b[0m"]
 
 
+def yaml_problem(exc) -> str:
+    """A YAML parse error in a few words: "line N: what" (PyYAML's own text is several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return where + (getattr(exc, "problem", None) or " ".join(str(exc).split()))
+
+
 class ResourceMissingError(LabError, RuntimeError):
     """A file, folder or download the kit needs is not available."""
 

@@ -489,7 +489,7 @@ class FilterExplorer:
     def atlas(self):
         """``atlas_figure`` as a JPEG to display (the tiles are photographs: a PNG of a
         256-tile layer is ~2 MB in the notebook and its page, the JPEG ~0.3 MB)."""
-        return figure_as_jpeg(self.atlas_figure())
+        return figure_as_jpeg(self.atlas_figure(), dpi=100)  # captions readable when the page is zoomed
 
 
 def explore(setup) -> FilterExplorer:

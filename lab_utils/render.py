@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import KIT_ROOT, LabError, socket_safe_temp_parent
+from .config import KIT_ROOT, LabError, socket_safe_temp_parent, yaml_problem
 
 NOTEBOOK_DIR = KIT_ROOT / "notebooks"
 # Characters of a failure kept for the index and the terminal: room for a whole one-line
@@ -50,7 +50,8 @@ def parse_value(text: str):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="render.sh", description="Execute the lab notebooks and export them to HTML with an index page.",
-        epilog="Grading student notebooks instead: render.sh --submissions DIR --help")
+        epilog=("Grading student notebooks instead: render.sh --submissions DIR --help. "
+                "Every filter of a layer synthesized on one page: render.sh --atlas LAYER --help."))
     ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                     help="set a notebook parameter for every notebook (repeatable), e.g. -p filter_index 7")
     ap.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters (-p values win)")
@@ -103,10 +104,7 @@ def collect_parameters(args) -> dict:
             raise LabError(f"--params {path}: {exc.key!r} is set twice (lines {exc.first} and {exc.again}); "
                            f"keep one of them") from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-            raise LabError(f"--params {path} is not valid YAML ({where}{problem}); "
+            raise LabError(f"--params {path} is not valid YAML ({yaml_problem(exc)}); "
                            f"write one 'name: value' per line") from None
         if not isinstance(loaded, dict):
             raise LabError(f"--params {path} must hold a mapping of name: value")

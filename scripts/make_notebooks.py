@@ -174,7 +174,8 @@ explorer
 The same information without widgets (and in the rendered HTML): one tile per filter
 of the layer, its top probe image cropped around where the filter peaks, captioned
 with its peak mean activation. The chosen filter is framed red, its most similar
-filters orange.
+filters orange. (Every filter's *synthesized* image, for a whole layer, is one
+command away: `./render.sh --atlas block3_conv1`, a few minutes on a laptop.)
 """),
     code("""
 explorer.atlas()
