@@ -305,8 +305,7 @@ def explorer_row(setup, probe, scan, sizes) -> Row:
     every filter pair, the first answer) is reported beside it."""
     from lab_utils.explorer import FilterExplorer
 
-    setup._memo[("scan", LAYER)] = scan  # the scan this run just cached, of this run's probe set
-    setup._memo["probe"] = probe
+    setup.use_scan(scan, probe)  # the scan this run just cached, of this run's probe set
     log(f"explorer {LAYER}: build, then switch filter {len(EXPLORER_FILTERS)} times")
     t0 = time.perf_counter()
     explorer = FilterExplorer(setup)

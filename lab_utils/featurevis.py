@@ -21,14 +21,13 @@ offsets only on the seed.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import cache
 from .config import LabError, progress
-from .models import check_index, get_conv_layer, model_fingerprint, preprocess
+from .models import built_once, check_index, get_conv_layer, model_fingerprint, preprocess
 
 # Lucid's ImageNet colour correlation (square root of the RGB covariance, SVD).
 COLOR_CORRELATION_SVD_SQRT = np.array(
@@ -187,9 +186,6 @@ class Visualization:
     objective_end: np.ndarray
 
 
-_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _layer_input_model(model, layer):
     """Model from the input to the *input* of ``layer`` (None if it reads the image)."""
     import keras
@@ -202,11 +198,12 @@ def _layer_input_model(model, layer):
 
 def _compiled_step(model, layer_name: str):
     """One Adam step for a batch of channels, compiled once per (model, layer)."""
+    return built_once(model, ("ascent step", layer_name), lambda: _build_step(model, layer_name))
+
+
+def _build_step(model, layer_name: str):
     import tensorflow as tf
 
-    per_model = _STEPS.setdefault(model, {})
-    if layer_name in per_model:
-        return per_model[layer_name]
     layer = get_conv_layer(model, layer_name)
     feeder = _layer_input_model(model, layer)
 
@@ -233,8 +230,7 @@ def _compiled_step(model, layer_name: str):
         vhat = v / (1 - b2 ** t)
         return spectrum - LEARNING_RATE * mhat / (tf.sqrt(vhat) + eps), m, v, obj
 
-    per_model[layer_name] = (step, objective)
-    return per_model[layer_name]
+    return step, objective
 
 
 def _check_channels(layer, channels) -> list[int]:

@@ -303,7 +303,18 @@ def mid_level_layers(model) -> list[str]:
 
 
 # ---------------------------------------------------------------- sub-models
-_SUBMODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Everything built once per model (sub-models, compiled scan passes and ascent steps): the
+# one memo, keyed by the model object (weakly: a model that is gone takes its entries along).
+_BUILT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def built_once(model, key: tuple, build):
+    """``build()`` the first time (*model*, *key*) is asked for, the same object after.
+    *key* names what is built, e.g. ``("submodel", layer_name, pre_activation)``."""
+    per_model = _BUILT.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = build()
+    return per_model[key]
 
 
 def submodel(model, layer_name: str, pre_activation: bool = False):
@@ -316,18 +327,17 @@ def submodel(model, layer_name: str, pre_activation: bool = False):
     import keras
 
     layer = get_conv_layer(model, layer_name)
-    built = _SUBMODELS.setdefault(model, {})
-    key = (layer_name, pre_activation)
-    if key not in built:
+
+    def build():
         if not pre_activation:
             out = layer.output
         else:
-            x = layer.input
-            out = layer.convolution_op(x, layer.kernel)
+            out = layer.convolution_op(layer.input, layer.kernel)
             if layer.use_bias:
                 out = out + layer.bias
-        built[key] = keras.Model(model.inputs, out, name=f"{model.name}_to_{layer_name}{'_pre' if pre_activation else ''}")
-    return built[key]
+        return keras.Model(model.inputs, out, name=f"{model.name}_to_{layer_name}{'_pre' if pre_activation else ''}")
+
+    return built_once(model, ("submodel", layer_name, pre_activation), build)
 
 
 # ImageNet mean pixel, BGR order (Keras' "caffe" preprocessing of VGG16 and VGG19)

@@ -13,7 +13,6 @@ all spatial positions.
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 from . import cache
 from .config import LabError, progress
 from .images import ProbeSet, folder_content_key, load_probe_set, local_folder, probe_set_name
-from .models import check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
+from .models import built_once, check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
 
 
 @dataclass
@@ -59,9 +58,6 @@ class Scan:
         return (flat // cols + 0.5) / rows, (flat % cols + 0.5) / cols
 
 
-_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _fingerprint(model, layer_name):
     # Hashed on every call, never memoized per model object: weights changed in
     # place (set_weights, kernel.assign) must give a new cache key, not a stale hit.
@@ -74,8 +70,7 @@ def _channel_means_fn(model, layer_name):
     largest value of each channel's map (``Scan.peaks``)."""
     import tensorflow as tf
 
-    per_model = _PASSES.setdefault(model, {})
-    if layer_name not in per_model:
+    def build():
         sub = submodel(model, layer_name)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
@@ -87,8 +82,9 @@ def _channel_means_fn(model, layer_name):
             peaks = tf.argmax(flat, axis=1, output_type=tf.int32)
             return tf.reduce_mean(maps, axis=(1, 2)), peaks, shape[1:3]
 
-        per_model[layer_name] = channel_means
-    return per_model[layer_name]
+        return channel_means
+
+    return built_once(model, ("scan pass", layer_name), build)
 
 
 def _as_uint8_pixels(images: np.ndarray) -> np.ndarray:

@@ -142,6 +142,14 @@ class LabSetup:
                                               limit=self.probe_limit)
         return self._memo[key]
 
+    def use_scan(self, scan, probe=None) -> None:
+        """Answer for ``scan.layer_name`` from *scan* (a ``probe.Scan`` made elsewhere, e.g.
+        of another probe set) instead of scanning; *probe*: its decoded ``ProbeSet``, if at
+        hand (thumbnails then need no decoding)."""
+        self._memo[("scan", scan.layer_name)] = scan
+        if probe is not None:
+            self._memo["probe"] = probe
+
     def has_decoded_probe(self) -> bool:
         """Whether the probe images are in memory (else a cached scan decoded none of them)."""
         return "probe" in self._memo

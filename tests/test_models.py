@@ -475,3 +475,14 @@ def test_a_folder_where_the_weights_file_should_be_is_named_so(tmp_path, monkeyp
     with pytest.raises(ResourceMissingError) as info:
         lab_utils.load_model("vgg16")
     assert f"{tmp_path / 'vgg16_imagenet_notop.h5'} (a folder, not a weights file)" in str(info.value)
+
+
+def test_built_once_is_one_memo_per_model_and_key(make_tiny):
+    from lab_utils.models import built_once, submodel
+
+    a, b = make_tiny(), make_tiny()
+    calls = []
+    first = built_once(a, ("thing", "c2"), lambda: calls.append(1) or object())
+    assert built_once(a, ("thing", "c2"), lambda: calls.append(1) or object()) is first and calls == [1]
+    assert built_once(b, ("thing", "c2"), lambda: calls.append(1) or object()) is not first  # another model
+    assert submodel(a, "c2") is submodel(a, "c2") and submodel(a, "c2") is not submodel(a, "c2", pre_activation=True)
