@@ -65,11 +65,11 @@ def _xla_step(model, layer_name, jit):
     """The step of lab_utils.featurevis._compiled_step, optionally XLA-compiled."""
     import tensorflow as tf
 
-    from lab_utils.featurevis import LEARNING_RATE, _layer_input_model, channel_objective, fourier_rgb, jitter
-    from lab_utils.models import get_conv_layer, preprocess
+    from lab_utils.featurevis import LEARNING_RATE, channel_objective, fourier_rgb, jitter
+    from lab_utils.models import get_conv_layer, input_submodel, preprocess
 
     layer = get_conv_layer(model, layer_name)
-    feeder = _layer_input_model(model, layer)
+    feeder = input_submodel(model, layer_name)
 
     def objective(spectrum, scale, kernels, biases, shift):
         x = preprocess(model, jitter(fourier_rgb(spectrum, scale), shift) * 255.0)

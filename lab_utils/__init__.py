@@ -10,6 +10,10 @@ One module per stage of the lab:
 - ``atlas``: every filter of a layer visualized, on one zoomable page (opt-in:
   ``render.sh --atlas LAYER``);
 - ``circuits``: single-channel filters, norms, categories (step 3, 5);
+- ``ablation``: the experiment on the circuit: input channels zeroed (step 4, 5);
+- ``stimuli``: gratings and colour fields, the filter's tuning curves (step 4);
+- ``choice``: the student's lab choice (``lab-choice.yaml``), used by every notebook;
+- ``explorer``: notebook 02's filter explorer (ipywidgets) and its static layer atlas;
 - ``plots``: every figure of the lab;
 - ``architectures``: the VGG conv-layer tables (checks without TensorFlow);
 - ``params``: the notebooks' parameters and their checks (no TensorFlow);
@@ -38,6 +42,8 @@ _EXPORTS = {
     "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "Visualization"],
     "atlas": ["layer_atlas", "LayerAtlas", "write_atlas_page", "atlas_image"],
+    "ablation": ["ablate", "Ablation", "format_ablation"],
+    "stimuli": ["tuning", "Tuning", "grating"],
     "circuits": ["channel_table", "channel_norms", "filter_kernel", "CATEGORY_RULE", "circuit_paragraph"],
     "params": ["PARAMETERS"],
     "session": ["check_parameters", "check_parameters_from", "LabSetup"],

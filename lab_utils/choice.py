@@ -51,9 +51,10 @@ _HEADER = f"""\
 
 
 def choice_path() -> Path:
-    """The lab choice file: ``$LAB_CHOICE_FILE`` if set, else ``<kit>/lab-choice.yaml``."""
+    """The lab choice file: ``$LAB_CHOICE_FILE`` if set (a relative path is relative to the
+    kit's root, whichever folder a process runs in), else ``<kit>/lab-choice.yaml``."""
     env = os.environ.get("LAB_CHOICE_FILE", "").strip()
-    return Path(env).expanduser() if env else KIT_ROOT / CHOICE_FILE_NAME
+    return (KIT_ROOT / Path(env).expanduser()) if env else KIT_ROOT / CHOICE_FILE_NAME
 
 
 def _same(a, b) -> bool:
@@ -65,10 +66,13 @@ def _same(a, b) -> bool:
 class LabChoice:
     """The values of the lab choice file. ``chosen``: name -> value for the names the file
     sets; every other parameter is at the kit's default. Attribute access gives the value
-    (``choice.filter_index``), which is what a parameters cell reads."""
+    (``choice.filter_index``), which is what a parameters cell reads; each name read so is
+    remembered (``read``), so that a value the cell did not read from here counts as typed,
+    even where it equals the choice."""
 
     path: Path
     chosen: dict = field(default_factory=dict)
+    read: set = field(default_factory=set, compare=False, repr=False)
 
     @property
     def values(self) -> dict:
@@ -76,15 +80,32 @@ class LabChoice:
 
     def __getattr__(self, name):
         if name in PARAMETERS:
+            self.read.add(name)
             return self.values[name]
         raise AttributeError(name)
 
-    def values_in(self, namespace: dict) -> dict:
-        """The parameters as a parameters cell left them in *namespace* (its ``globals()``)."""
-        return {name: namespace[name] for name in PARAMETERS if name in namespace}
+    def values_in(self, namespace: dict) -> "CellValues":
+        """What a parameters cell left in *namespace* (its ``globals()``): its last line."""
+        return CellValues({name: namespace[name] for name in PARAMETERS if name in namespace},
+                          frozenset(self.read), self)
 
     def source_of(self, name: str) -> str:
         return LAB_CHOICE if name in self.chosen else KIT_DEFAULT
+
+
+@dataclass(frozen=True)
+class CellValues:
+    """A parameters cell's snapshot (``CELL_SNAPSHOT``): ``values`` as the cell left them,
+    the names it ``read_from_choice``, and the ``choice`` it read them from."""
+
+    values: dict
+    read_from_choice: frozenset
+    choice: LabChoice
+
+    @property
+    def typed(self) -> dict:
+        """The values the cell set without reading them from the lab choice (typed by hand)."""
+        return {k: v for k, v in self.values.items() if k not in self.read_from_choice}
 
 
 def _parse(path: Path, text: str) -> dict:
@@ -108,15 +129,27 @@ def _parse(path: Path, text: str) -> dict:
 
 
 def _absolute_probe_set(values: dict, base: Path) -> dict:
-    """A relative probe folder in the file is relative to the file's folder (the kit's root),
-    whichever folder a notebook runs in."""
+    """*values* with a relative probe folder made absolute against *base* (the file's folder
+    for what the file says, the notebook's folder for what a cell says)."""
     probe = values.get("probe_set")
     if isinstance(probe, str) and probe.strip() and probe != PROBE_SET_IMAGENET_MINI:
         from .config import is_url
 
         path = Path(probe).expanduser()
         if not is_url(probe) and not path.is_absolute():
-            values["probe_set"] = str((base / path).resolve())
+            values = {**values, "probe_set": str((base / path).resolve())}
+    return values
+
+
+def _stored_probe_set(values: dict, base: Path) -> dict:
+    """*values* as the file stores them: a probe folder inside the file's folder (the kit)
+    relative to it, so that a kit copied or handed in keeps its meaning."""
+    probe = values.get("probe_set")
+    if isinstance(probe, str) and Path(probe).is_absolute():
+        try:
+            values = {**values, "probe_set": Path(probe).resolve().relative_to(base.resolve()).as_posix()}
+        except ValueError:
+            pass  # outside the kit: stays absolute
     return values
 
 
@@ -142,6 +175,7 @@ def load_lab_choice(path: Path | None = None, create: bool = True) -> LabChoice:
 def _write(path: Path, chosen: dict) -> None:
     from .pages import write_text_atomic
 
+    chosen = _stored_probe_set(chosen, path.parent)
     lines = [_HEADER]
     for name, (default, _types, doc) in PARAMETERS.items():
         if name in chosen:
@@ -154,19 +188,25 @@ def _write(path: Path, chosen: dict) -> None:
 
 def save_lab_choice(updates: dict, path: Path | None = None) -> LabChoice:
     """Set *updates* (name -> value, already checked) in the lab choice file and return
-    the new choice. A probe folder is stored as an absolute path (it was relative to the
-    notebook's folder, which the file does not know)."""
+    the new choice. A relative probe folder is taken as relative to the current folder
+    (a notebook's) and stored relative to the kit when inside it, else absolute."""
     unknown = sorted(set(updates) - set(PARAMETERS))
     if unknown:
         raise LabError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMETERS)}")
     current = load_lab_choice(path, create=False)
-    updates = _absolute_probe_set(dict(updates), Path.cwd())
-    chosen = {**current.chosen, **updates}
+    chosen = {**current.chosen, **_absolute_probe_set(dict(updates), Path.cwd())}
     try:
         _write(current.path, chosen)
     except OSError as exc:
         raise LabError(f"your lab choice could not be saved to {display_name(current.path)} ({exc})") from None
     return LabChoice(current.path, chosen)
+
+
+def changes_to(choice: LabChoice, typed: dict) -> dict:
+    """The typed values that differ from *choice* (a relative probe folder compared as the
+    absolute path it names from the current folder)."""
+    typed = _absolute_probe_set(dict(typed), Path.cwd())
+    return {k: v for k, v in typed.items() if not _same(v, choice.values[k])}
 
 
 @dataclass(frozen=True)
@@ -184,31 +224,36 @@ class ResolvedParameters:
 
     def overrides_text(self) -> str:
         """One line naming each typed value that differs from the lab choice."""
-        parts = [f"{k} = {v!r} (lab choice: {self.choice.values[k]!r})" for k, v in self.typed.items()]
-        return "; ".join(parts)
+        changed = changes_to(self.choice, self.typed)
+        return "; ".join(f"{k} = {v!r} (lab choice: {self.choice.values[k]!r})" for k, v in changed.items())
 
 
 def resolve(namespace: dict, choice: LabChoice | None = None) -> ResolvedParameters:
     """Where each parameter of a notebook's *namespace* (its ``globals()``) comes from.
 
-    A value that differs from the parameters cell's snapshot (``CELL_SNAPSHOT``), or that
-    the cell does not set, came after the cell: papermill injected it. A value of the cell
-    that differs from the lab choice was typed by hand. A namespace without a snapshot (a
-    notebook from before the lab choice) counts each of its values as typed in the cell.
+    With the parameters cell's snapshot (``CELL_SNAPSHOT``, a ``CellValues``): a value that
+    differs from the snapshot, or that the cell does not set, came after the cell (papermill
+    injected it); a value the cell set without reading it from the lab choice was typed;
+    the rest is the lab choice the cell read (not the file as it is now: it may have
+    changed since). A namespace without a snapshot (a notebook from before the lab choice)
+    counts each of its values as typed, against *choice* (default: the file now).
     """
-    choice = load_lab_choice() if choice is None else choice
     present = {name: namespace[name] for name in PARAMETERS if name in namespace}
     snapshot = namespace.get(CELL_SNAPSHOT)
-    cell = snapshot if isinstance(snapshot, dict) else present
-    stored = choice.values
-    values, sources, typed = dict(stored), {}, {}
+    if isinstance(snapshot, CellValues):
+        cell, typed_names, choice = snapshot.values, set(snapshot.typed), snapshot.choice
+    else:
+        choice = load_lab_choice() if choice is None else choice
+        cell, typed_names = present, {k for k, v in present.items() if not _same(v, choice.values[k])}
+    values, sources, typed = dict(choice.values), {}, {}
     for name in PARAMETERS:
         if name in present and (name not in cell or not _same(present[name], cell[name])):
             values[name], sources[name] = present[name], INJECTED
-        elif name in cell and not _same(cell[name], stored[name]):
+        elif name in typed_names:
             values[name], sources[name] = cell[name], TYPED_IN_CELL
             typed[name] = cell[name]
         else:
+            values[name] = cell.get(name, values[name])
             sources[name] = choice.source_of(name)
     return ResolvedParameters(values, sources, typed, choice)
 

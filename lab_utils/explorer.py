@@ -131,10 +131,13 @@ def layer_view(model, layer_name: str, scan) -> LayerView:
 
 def similar_filters(view: LayerView, filter_index: int, n: int = N_SIMILAR) -> list[SimilarFilter]:
     """The n filters whose mean activations correlate most with *filter_index*'s
-    (highest first; ties: lower index)."""
+    (highest first; ties: lower index); none for a filter whose mean activation is the
+    same on every probe image (silent, say)."""
     from .models import check_index
 
     f = check_index(filter_index, view.n_filters, f"filter_index of {view.layer_name}")
+    if np.ptp(view.scan.means[:, f]) <= 0:
+        return []  # the same response to every probe image: it correlates with nothing
     corr = view.correlations[f].astype(np.float64)
     others = np.array([c for c in range(view.n_filters) if c != f], dtype=int)
     order = others[np.lexsort((others, -corr[others]))][:n]
@@ -382,10 +385,12 @@ class FilterExplorer:
             layout=w.Layout(flex_flow="row wrap"))
         self.classes_html, self.mass_html = w.HTML(), w.HTML()
         self.synthesized = w.VBox()  # the synthesized image, once asked for
+        self._switching_layer = False
         self.layer.observe(self._on_layer, names="value")
-        self.filter.observe(lambda change: self.show(), names="value")
-        self.visualize_button.on_click(lambda _b: self.visualize())
-        self.use_button.on_click(lambda _b: self.use())
+        self.filter.observe(lambda change: None if self._switching_layer else self._guarded(self.show),
+                            names="value")
+        self.visualize_button.on_click(lambda _b: self._guarded(self.visualize))
+        self.use_button.on_click(lambda _b: self._guarded(self.use))
         self.widget = w.VBox([
             w.HBox([self.layer, self.filter]), w.HBox([self.visualize_button, self.use_button]), self.status,
             w.HTML("<b>Top images</b> (file, class, mean activation)"), self.top_box,
@@ -408,15 +413,44 @@ class FilterExplorer:
             self.pixels[name] = ProbePixels(scan, self.setup.image_size, images)
         return self.views[name]
 
+    def _guarded(self, action):
+        """Run a widget callback; an error shows in the status line instead of only in the
+        log console, and the explorer stays usable."""
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the student's eyes
+            self.status.value = (f"<span style='color:#b00'><b>{html.escape(type(exc).__name__)}</b>: "
+                                 f"{html.escape(str(exc))}</span>")
+            return None
+
     def _on_layer(self, change):
-        self.status.value = f"scanning {html.escape(change['new'])} (once; cached afterwards) ..."
-        with self.filter.hold_trait_notifications():
-            self.filter.max = self._n_filters(change["new"]) - 1
-            self.filter.value = min(self.filter.value, self.filter.max)
-        self.show()
+        if self._switching_layer:
+            return
+        new, old = change["new"], change["old"]
+        if new not in self.views:
+            self.status.value = f"scanning {html.escape(new)} (once; cached afterwards) ..."
+        self._switching_layer = True
+        try:
+            with self.filter.hold_trait_notifications():
+                self.filter.max = self._n_filters(new) - 1
+                self.filter.value = min(self.filter.value, self.filter.max)
+            self.view(new)
+        except Exception as exc:  # noqa: BLE001 - back to the layer that works, and say why
+            self.layer.value = old
+            self.filter.max = self._n_filters(old) - 1
+            self._switching_layer = False
+            self._guarded(self.show)
+            self.status.value += (f"<br><span style='color:#b00'>{html.escape(new)} could not be scanned: "
+                                  f"{html.escape(str(exc))}</span>")
+            return
+        finally:
+            self._switching_layer = False
+        self._guarded(self.show)
 
     def show(self) -> FilterFacts:
         """Answer for the selected layer and filter (from the cached scan)."""
+        import ipywidgets as w
+
         view = self.view()
         pixels = self.pixels[view.layer_name]
         f = int(self.filter.value)
@@ -428,7 +462,8 @@ class FilterExplorer:
             for r in facts.top_images.itertuples()]
         self.classes_html.value = _classes_html(facts.top_classes)
         self.mass_html.value = _mass_html(facts.mass)
-        self.similar_box.children = [self._similar_tile(view, pixels, s) for s in facts.similar]
+        self.similar_box.children = ([self._similar_tile(view, pixels, s) for s in facts.similar] or [
+            w.HTML("<i>none: this filter's mean activation is the same on every probe image</i>")])
         self.synthesized.children = []
         self.status.value = (f"<b>{html.escape(view.layer_name)} filter {f}</b> (0-based): peak mean activation "
                              f"{facts.peak_mean_activation:.2f} over {view.scan.n_images} probe images"
@@ -466,7 +501,11 @@ class FilterExplorer:
         """Write the selected layer and filter to the lab choice; returns the new choice."""
         from .choice import CHOICE_FILE_NAME, TYPED_IN_CELL, save_lab_choice
 
+        from .params import check_values
+
         layer, f = self.layer.value, int(self.filter.value)
+        # the same checks as a notebook's check cell: top_k, the ascent's cost... at this layer
+        check_values({**self.setup.params, "layer_name": layer, "filter_index": f})
         saved = save_lab_choice({"layer_name": layer, "filter_index": f})
         typed = [k for k in ("layer_name", "filter_index") if self.setup.sources.get(k) == TYPED_IN_CELL]
         self.message = (f"Saved: {layer} filter {f} is your lab choice ({CHOICE_FILE_NAME}); notebooks 03-05 "

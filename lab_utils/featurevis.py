@@ -27,7 +27,7 @@ import numpy as np
 
 from . import cache
 from .config import LabError, progress
-from .models import built_once, check_index, get_conv_layer, model_fingerprint, preprocess
+from .models import built_once, check_index, get_conv_layer, input_submodel, model_fingerprint, preprocess
 
 # Lucid's ImageNet colour correlation (square root of the RGB covariance, SVD).
 COLOR_CORRELATION_SVD_SQRT = np.array(
@@ -186,16 +186,6 @@ class Visualization:
     objective_end: np.ndarray
 
 
-def _layer_input_model(model, layer):
-    """Model from the input to the *input* of ``layer`` (None if it reads the image)."""
-    import keras
-
-    parent = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-    if isinstance(parent, keras.layers.InputLayer):
-        return None
-    return keras.Model(model.inputs, layer.input)
-
-
 def _compiled_step(model, layer_name: str):
     """One Adam step for a batch of channels, compiled once per (model, layer)."""
     return built_once(model, ("ascent step", layer_name), lambda: _build_step(model, layer_name))
@@ -205,7 +195,7 @@ def _build_step(model, layer_name: str):
     import tensorflow as tf
 
     layer = get_conv_layer(model, layer_name)
-    feeder = _layer_input_model(model, layer)
+    feeder = input_submodel(model, layer_name)
 
     def features(images_0_255):
         x = preprocess(model, images_0_255)

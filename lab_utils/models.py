@@ -329,19 +329,53 @@ def submodel(model, layer_name: str, pre_activation: bool = False):
     layer = get_conv_layer(model, layer_name)
 
     def build():
-        if not pre_activation:
-            out = layer.output
-        else:
-            out = layer.convolution_op(layer.input, layer.kernel)
-            if layer.use_bias:
-                out = out + layer.bias
+        out = pre_activation_output(layer) if pre_activation else layer.output
         return keras.Model(model.inputs, out, name=f"{model.name}_to_{layer_name}{'_pre' if pre_activation else ''}")
 
     return built_once(model, ("submodel", layer_name, pre_activation), build)
 
 
+def pre_activation_output(layer):
+    """The conv layer's symbolic output before its activation: convolution plus bias."""
+    out = layer.convolution_op(layer.input, layer.kernel)
+    return out + layer.bias if layer.use_bias else out
+
+
+def upstream_conv_layers(model, layer_name: str) -> list[str]:
+    """The conv layers before ``layer_name`` in the model, in order (the ones a pass to
+    ``layer_name`` goes through, in the kit's chain models)."""
+    convs = conv_layers(model)
+    get_conv_layer(model, layer_name)
+    return convs[:convs.index(layer_name)]
+
+
+def multi_output_submodel(model, upstream: list, layer_name: str):
+    """Model from the input to [the output of each layer of *upstream*..., ``layer_name``'s
+    output before its activation], built once per model: one pass gives them all."""
+    import keras
+
+    layer = get_conv_layer(model, layer_name)
+    return built_once(model, ("multi-output submodel", tuple(upstream), layer_name), lambda: keras.Model(
+        model.inputs, [model.get_layer(n).output for n in upstream] + [pre_activation_output(layer)],
+        name=f"{model.name}_scan_{layer_name}"))
+
+
 # ImageNet mean pixel, BGR order (Keras' "caffe" preprocessing of VGG16 and VGG19)
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def input_submodel(model, layer_name: str):
+    """Model from the input to the *input* of ``layer_name`` (what the layer reads: the
+    feeding layer's output, after pooling where there is some), built once per model;
+    None where the layer reads the preprocessed image itself."""
+    import keras
+
+    layer = get_conv_layer(model, layer_name)
+    parent = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    if isinstance(parent, keras.layers.InputLayer):
+        return None
+    return built_once(model, ("input submodel", layer_name),
+                      lambda: keras.Model(model.inputs, layer.input, name=f"{model.name}_into_{layer_name}"))
 
 
 def preprocess(model, images):

@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 WEIGHT_CMAP = "RdBu_r"  # red positive, blue negative
-OVERLAY_CMAP = "magma"
+OVERLAY_CMAP = "inferno"
+FIGURE_DPI = 100
+WEIGHT_FONT_PT = 8  # weight values written in the 3x3 cells: the smallest text of the lab
+
+
+def weight_text(v: float) -> str:
+    """A weight with two decimals; a value that rounds to zero is "0.00", never "-0.00"."""
+    text = f"{v:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def _plt():
@@ -18,7 +26,8 @@ def _plt():
 
     import matplotlib.pyplot as plt
 
-    matplotlib.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "axes.titlesize": 9})
+    # 100 dpi: in the HTML pages an 8 pt label is ~11 px high, readable at the page's width
+    matplotlib.rcParams.update({"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI, "axes.titlesize": 9})
     return plt
 
 
@@ -32,7 +41,7 @@ def _grid(n, ncols, cell=2.2, extra_h=0.4):
     return fig, axes.flat
 
 
-def _draw_weights(ax, w, vmax, annotate=True, fontsize=7):
+def _draw_weights(ax, w, vmax, annotate=True, fontsize=WEIGHT_FONT_PT):
     """A 3x3 (or any 2-D) weight slice as a heat map centred on 0, values written in.
 
     imshow + text rather than seaborn.heatmap: with annot=True seaborn draws the
@@ -48,7 +57,7 @@ def _draw_weights(ax, w, vmax, annotate=True, fontsize=7):
         for (i, j), v in np.ndenumerate(w):
             r, g, b, _ = cmap(norm(v))
             luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b  # dark cell -> white text
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+            ax.text(j, i, weight_text(v), ha="center", va="center", fontsize=fontsize,
                     color="black" if luminance > 0.408 else "white")
     # cell borders as two line collections and no axis at all: tick objects (even
     # empty ones) made every layout pass measure them, ~1 s per 10-panel figure
@@ -108,25 +117,50 @@ def class_bar_chart(top_classes, layer_name: str, filter_index: int, title: str 
     return fig
 
 
+def desaturated(image: np.ndarray, keep: float = 0.25, lighten: float = 0.35) -> np.ndarray:
+    """*image* (uint8 RGB) mostly grey and lighter, so that a heat map over it reads as the
+    only colour: ``keep`` of the colour stays, then it moves ``lighten`` of the way to white."""
+    img = np.asarray(image, np.float32)
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    mixed = keep * img + (1 - keep) * grey[..., None]
+    return (mixed + lighten * (255 - mixed)).clip(0, 255).astype(np.uint8)
+
+
 def top_images_overlay(images, maps, titles=None, ncols: int = 4, title: str | None = None):
-    """Top images, each with the filter's activation map upsampled and overlaid (alpha 0.5)."""
+    """Each top image twice: the plain photo, and the filter's activation map (upsampled)
+    over a desaturated copy; one colour bar for all (a shared scale: the strongest map of
+    the set is its top)."""
+    import matplotlib
     from PIL import Image
 
+    plt = _plt()
     images = np.asarray(images)
-    fig, axes = _grid(len(images), ncols, cell=2.4, extra_h=0.6)
+    n = len(images)
+    pairs = max(1, min(ncols, n))
+    rows = int(np.ceil(n / pairs))
+    fig = plt.figure(figsize=(2.0 * 2 * pairs + 0.9, 2.45 * rows + 0.5))
+    grid = fig.add_gridspec(rows, 2 * pairs + 1, width_ratios=[1] * (2 * pairs) + [0.08], wspace=0.05)
     vmax = float(np.max(maps)) or 1.0
-    for i, (ax, img, amap) in enumerate(zip(axes, images, maps)):
+    norm = matplotlib.colors.Normalize(0, vmax)
+    for i, (img, amap) in enumerate(zip(images, maps)):
+        r, c = divmod(i, pairs)
         h, w = img.shape[:2]
         up = np.asarray(Image.fromarray(np.asarray(amap, np.float32)).resize((w, h), Image.BILINEAR))
-        ax.imshow(img)
-        ax.imshow(up, cmap=OVERLAY_CMAP, alpha=0.5, vmin=0, vmax=vmax)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        photo = fig.add_subplot(grid[r, 2 * c])
+        photo.imshow(img)
+        heat = fig.add_subplot(grid[r, 2 * c + 1])
+        heat.imshow(desaturated(img))
+        heat.imshow(up, cmap=OVERLAY_CMAP, alpha=0.6, norm=norm)
+        for ax in (photo, heat):
+            ax.set_xticks([])
+            ax.set_yticks([])
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+            photo.set_title(titles[i], fontsize=8, loc="left")
+    bar = fig.add_subplot(grid[:, -1])
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=OVERLAY_CMAP), cax=bar,
+                 label="activation (after ReLU)")
+    fig.suptitle(title or "Top images: the photo, and where the filter responds", fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.94, top=0.88 if rows == 1 else 0.92, bottom=0.03)
     return fig
 
 
@@ -182,7 +216,7 @@ def circuit_figure(channel_images, table, feeder: str, filter_image=None, ncols:
         ax.set_yticks([])
         ax.set_title(f"{feeder} ch {row.channel}", fontsize=8)
         ax = fig.add_subplot(grid[2 * g + 1, col + offset])
-        _draw_weights(ax, row.weights, vmax, fontsize=6)
+        _draw_weights(ax, row.weights, vmax)
         ax.set_title(f"{row.category}, L2 {row.l2_norm:.3f}", fontsize=8,
                      color={"excitatory": "#c0392b", "inhibitory": "#2874a6"}.get(row.category, "k"))
     fig.suptitle(title or f"Circuit into {attrs.get('layer', '')} filter {attrs.get('filter_index', '')}: "
@@ -198,3 +232,109 @@ def prediction_panel(images, predictions, ncols: int = 4):
         rows = predictions[predictions["image"] == i]
         titles.append("\n".join(f"{r.label} {r.probability:.1%}" for r in rows.itertuples()))
     return image_grid(images, titles, ncols=ncols, cell=2.6)
+
+
+def ablation_chart(ablation, title: str | None = None):
+    """The ablation experiment: one bar per condition (mean activation over the images),
+    each image's own value as a dot, the all-inputs level as a dashed line."""
+    plt = _plt()
+    t = ablation.table
+    fig, ax = plt.subplots(figsize=(7.5, 0.65 * len(t) + 1.3))
+    y = np.arange(len(t))[::-1]
+    colours = ["#555555", "#c0392b", "#2874a6", "#7d3c98"][:len(t)]
+    ax.barh(y, t["mean_activation"], color=colours, alpha=0.75, height=0.6)
+    for yi, values in zip(y, t["per_image"]):
+        ax.scatter(values, np.full(len(values), yi) + np.linspace(-0.18, 0.18, len(values)), s=10, color="k",
+                   zorder=3, linewidths=0)
+    full = float(t["mean_activation"].iloc[0])
+    ax.axvline(full, color="k", linestyle="--", linewidth=0.8)
+    labels = [f"{r.condition}\n({r.channels_zeroed} zeroed)" if r.channels_zeroed else r.condition
+              for r in t.itertuples()]
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("mean activation of the filter (bars: mean over the images; dots: each image)")
+    ax.set_xlim(left=0)
+    ax.set_title(title or f"Ablation: {ablation.layer_name} filter {ablation.filter_index} on its "
+                          f"{ablation.n_images} top images", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def image_titles(rows, value_column: str, value_label: str) -> list[str]:
+    """Titles for ranked probe images: rank and file name, then class and the value."""
+    from pathlib import Path
+
+    def short(text, n):
+        text = str(text)
+        return text if len(text) <= n else text[:n - 1] + "…"
+
+    return [f"#{r['rank']} {short(Path(str(r['source'])).name, 24)}\n{short(r['class'], 16)}, {value_label} "
+            f"{r[value_column]:.1f}" for _, r in rows.iterrows()]
+
+
+def channel_examples(examples: dict, pixels_of, feeder: str, channel_images=None, title: str | None = None):
+    """One row per input channel: its synthesized image (if given, on the feeding layer),
+    then the probe images that excite that channel most, titled by file name.
+
+    ``examples``: channel -> ranking DataFrame (``probe.channel_top_images``);
+    ``pixels_of``: ranking rows -> uint8 images; ``channel_images[i]`` belongs to the
+    i-th channel of ``examples``."""
+    plt = _plt()
+    channels = list(examples)
+    n_ex = max((len(df) for df in examples.values()), default=0)
+    offset = 1 if channel_images is not None else 0
+    cols = n_ex + offset
+    fig, axes = plt.subplots(len(channels), cols, figsize=(2.0 * cols, 2.3 * len(channels)), squeeze=False)
+    for i, c in enumerate(channels):
+        row_axes = axes[i]
+        if channel_images is not None:
+            row_axes[0].imshow(channel_images[i])
+            row_axes[0].set_title(f"{feeder} ch {c}\n(synthesized)", fontsize=8)
+        df = examples[c]
+        images = pixels_of(df) if len(df) else []
+        for j, (img, text) in enumerate(zip(images, image_titles(df, "mean_activation", "act."))):
+            row_axes[offset + j].imshow(img)
+            row_axes[offset + j].set_title(text, fontsize=7.5)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if not ax.images:
+                ax.axis("off")
+    fig.suptitle(title or f"Input channels of the circuit: what excites each one in the probe set ({feeder})",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tuning_figure(tuning, title: str | None = None):
+    """Left: the grating tuning curve, polar (orientation doubled round the circle's half:
+    0 and 180 deg are the same grating), one line per period, the preferred period bold.
+    Right: the responses to plain colour fields, each bar in its colour."""
+    plt = _plt()
+    fig = plt.figure(figsize=(10, 4.4))
+    polar = fig.add_subplot(1, 2, 1, projection="polar")
+    angles = np.deg2rad(np.array(list(tuning.orientations) + [o + 180 for o in tuning.orientations]
+                                 + [tuning.orientations[0]]))
+    best_o, best_p = tuning.preferred
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    for j, period in enumerate(tuning.periods):
+        r = np.concatenate([tuning.gratings[:, j], tuning.gratings[:, j], tuning.gratings[:1, j]])
+        polar.plot(angles, r, color=cmap(j / max(1, len(tuning.periods) - 1)),
+                   linewidth=2.6 if period == best_p else 1.0, label=f"{period} px")
+    polar.set_title(f"gratings: preferred {best_o} deg, {best_p} px/cycle", fontsize=9)
+    polar.legend(title="period", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    polar.tick_params(labelsize=7)
+    bars = fig.add_subplot(1, 2, 2)
+    from .stimuli import COLOURS
+
+    names = list(tuning.colours)
+    bars.barh(names[::-1], [tuning.colours[n] for n in names[::-1]],
+              color=[np.array(COLOURS[n]) / 255 for n in names[::-1]], edgecolor="#444")
+    bars.set_xlabel("mean activation (after ReLU)")
+    bars.set_title("plain colour fields", fontsize=9)
+    bars.tick_params(labelsize=8)
+    fig.suptitle(title or f"Synthetic stimuli: {tuning.layer_name} filter {tuning.filter_index}", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,7 @@ all spatial positions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,12 @@ import numpy as np
 from . import cache
 from .config import LabError, progress
 from .images import ProbeSet, folder_content_key, load_probe_set, local_folder, probe_set_name
-from .models import built_once, check_filter, get_conv_layer, model_fingerprint, preprocess, submodel
+from .models import (built_once, check_filter, get_conv_layer, model_fingerprint, multi_output_submodel, preprocess,
+                     submodel, upstream_conv_layers)
+
+
+# Part of every scan's cache key: a new version of what a scan holds is a new entry.
+SCAN_KIND = "scan+peaks+pre+upstream"
 
 
 @dataclass
@@ -33,6 +38,11 @@ class Scan:
     ``peaks``: int32 (n_images, n_channels), where in the layer's output map filter f is
     strongest on image i, as a flat index ``row * map_shape[1] + col`` (``peak_position``);
     ``map_shape``: (rows, cols) of that map. A crop around a peak shows what excited it.
+    ``pre_means``: float32 (n_images, n_channels), the mean of the filter's output *before*
+    its ReLU: where it is most negative, the image drives the filter against its preference.
+    ``upstream``: conv layer name -> float32 (n_images, its channels), the mean activation of
+    every conv layer before this one, from the same pass (the feeding layer's channels need
+    no second pass).
     """
 
     model_name: str
@@ -44,6 +54,8 @@ class Scan:
     probe_name: str
     peaks: np.ndarray | None = None
     map_shape: tuple | None = None
+    pre_means: np.ndarray | None = None
+    upstream: dict = field(default_factory=dict)
     from_cache: bool = False
 
     @property
@@ -66,25 +78,42 @@ def _fingerprint(model, layer_name):
 
 def _channel_means_fn(model, layer_name):
     """Compiled batch -> (mean activation (batch, channels), peak position (batch, channels),
-    map shape (2,)), built once per (model, layer). The peak is the flat index of the
+    map shape (2,), pre-ReLU mean (batch, channels), [mean activation of each conv layer
+    before this one]), built once per (model, layer). The peak is the flat index of the
     largest value of each channel's map (``Scan.peaks``)."""
     import tensorflow as tf
 
     def build():
-        sub = submodel(model, layer_name)
+        layer = get_conv_layer(model, layer_name)
+        before = upstream_conv_layers(model, layer_name)
+        sub = multi_output_submodel(model, before, layer_name)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
         def channel_means(batch):
             x = preprocess(model, tf.cast(batch, tf.float32))
-            maps = sub(x, training=False)
+            outs = sub(x, training=False)
+            *ups, pre = outs if isinstance(outs, (list, tuple)) else [outs]
+            maps = layer.activation(pre)
             shape = tf.shape(maps)
             flat = tf.reshape(maps, [shape[0], shape[1] * shape[2], shape[3]])
             peaks = tf.argmax(flat, axis=1, output_type=tf.int32)
-            return tf.reduce_mean(maps, axis=(1, 2)), peaks, shape[1:3]
+            return (tf.reduce_mean(maps, axis=(1, 2)), peaks, shape[1:3], tf.reduce_mean(pre, axis=(1, 2)),
+                    [tf.reduce_mean(u, axis=(1, 2)) for u in ups])
 
         return channel_means
 
     return built_once(model, ("scan pass", layer_name), build)
+
+
+def _scan_arrays(hit: dict, upstream_names: list) -> dict:
+    """Scan fields from a cache entry (``_cache_arrays``' inverse)."""
+    return {"means": hit["means"], "peaks": hit["peaks"], "map_shape": tuple(int(v) for v in hit["map_shape"]),
+            "pre_means": hit["pre_means"], "upstream": {n: hit[f"up:{n}"] for n in upstream_names}}
+
+
+def _cache_arrays(scan: "Scan") -> dict:
+    return {"means": scan.means, "peaks": scan.peaks, "map_shape": np.array(scan.map_shape),
+            "pre_means": scan.pre_means, **{f"up:{n}": v for n, v in scan.upstream.items()}}
 
 
 def _as_uint8_pixels(images: np.ndarray) -> np.ndarray:
@@ -133,31 +162,37 @@ def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache:
         raise LabError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     probe = as_probe_set(images)
     name = getattr(model, "_lab_name", model.name)
-    key = cache.cache_key(kind="scan+peaks", model=_fingerprint(model, layer_name), layer=layer_name,
+    before = upstream_conv_layers(model, layer_name)
+    key = cache.cache_key(kind=SCAN_KIND, model=_fingerprint(model, layer_name), layer=layer_name,
                           probe=probe.fingerprint())
     if use_cache:
         hit = cache.load("scans", key)
         if hit is not None:
-            return Scan(name, layer_name, hit["means"], list(probe.labels), list(probe.wnids),
-                        list(probe.sources), probe.name, hit["peaks"], tuple(int(v) for v in hit["map_shape"]),
-                        from_cache=True)
+            return Scan(name, layer_name, labels=list(probe.labels), wnids=list(probe.wnids),
+                        sources=list(probe.sources), probe_name=probe.name, from_cache=True,
+                        **_scan_arrays(hit, before))
     fn = _channel_means_fn(model, layer_name)
     n = len(probe)
-    chunks, peak_chunks, map_shape = [], [], None
+    parts: dict = {"means": [], "peaks": [], "pre_means": [], **{f"up:{u}": [] for u in before}}
+    map_shape = None
     bar = progress(total=n, desc=f"scan {layer_name}", unit="img")
     for start in range(0, n, batch_size):
-        means, peaks, shape = fn(probe.images[start:start + batch_size])
-        chunks.append(means.numpy())
-        peak_chunks.append(peaks.numpy())
+        means, peaks, shape, pre, ups = fn(probe.images[start:start + batch_size])
+        parts["means"].append(means.numpy())
+        parts["peaks"].append(peaks.numpy())
+        parts["pre_means"].append(pre.numpy())
+        for u, values in zip(before, ups):
+            parts[f"up:{u}"].append(values.numpy())
         map_shape = tuple(int(v) for v in shape.numpy())
         bar.update(min(batch_size, n - start))
     bar.close()
-    means = np.concatenate(chunks).astype(np.float32)
-    peaks = np.concatenate(peak_chunks).astype(np.int32)
+    joined = {k: np.concatenate(v).astype(np.int32 if k == "peaks" else np.float32) for k, v in parts.items()}
+    scan = Scan(name, layer_name, joined["means"], list(probe.labels), list(probe.wnids), list(probe.sources),
+                probe.name, joined["peaks"], map_shape, joined["pre_means"],
+                {u: joined[f"up:{u}"] for u in before})
     if use_cache:
-        cache.save("scans", key, means=means, peaks=peaks, map_shape=np.array(map_shape))
-    return Scan(name, layer_name, means, list(probe.labels), list(probe.wnids), list(probe.sources), probe.name,
-                peaks, map_shape)
+        cache.save("scans", key, **_cache_arrays(scan))
+    return scan
 
 
 def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int | None = None,
@@ -175,21 +210,65 @@ def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int
     content = folder_content_key(folder, size, limit) if use_cache and root is not None else None
     name = getattr(model, "_lab_name", model.name)
     if content is not None:
-        key = cache.cache_key(kind="scan-files+peaks", model=_fingerprint(model, layer_name), layer=layer_name,
+        key = cache.cache_key(kind=f"{SCAN_KIND}-files", model=_fingerprint(model, layer_name), layer=layer_name,
                               files=content)
         hit = cache.load("scans", key)
         if hit is not None:
-            return Scan(name, layer_name, hit["means"], [str(v) for v in hit["labels"]],
-                        [str(v) or None for v in hit["wnids"]], [str(root / str(v)) for v in hit["sources"]],
-                        probe_set_name(folder), hit["peaks"], tuple(int(v) for v in hit["map_shape"]),
-                        from_cache=True)
+            return Scan(name, layer_name, labels=[str(v) for v in hit["labels"]],
+                        wnids=[str(v) or None for v in hit["wnids"]],
+                        sources=[str(root / str(v)) for v in hit["sources"]], probe_name=probe_set_name(folder),
+                        from_cache=True, **_scan_arrays(hit, upstream_conv_layers(model, layer_name)))
     scan = scan_images(model, layer_name, load_probe_set(folder, size=size, limit=limit), batch_size, use_cache)
     if content is not None:
-        cache.save("scans", key, means=scan.means, peaks=scan.peaks, map_shape=np.array(scan.map_shape),
+        cache.save("scans", key, **_cache_arrays(scan),
                    labels=np.array(scan.labels, dtype=str),
                    wnids=np.array([w or "" for w in scan.wnids], dtype=str),
                    sources=np.array([Path(s).relative_to(root).as_posix() for s in scan.sources], dtype=str))
     return scan
+
+
+def rank_images_lowest(scan: Scan, filter_index: int, top_n: int = 10):
+    """The other end: images ordered by the filter's mean output *before* ReLU, lowest
+    first (what the filter is tuned against; after ReLU they are all 0 alike).
+
+    DataFrame columns: rank, image, class, wnid, mean_pre_activation, source. Ties: lower
+    image index first."""
+    import pandas as pd
+
+    f, top_n = _check_scan_filter(scan, filter_index, top_n)
+    if scan.pre_means is None:
+        raise LabError("this scan has no pre-ReLU means (made by an older version of the kit): scan again")
+    pre = scan.pre_means[:, f].astype(np.float64)
+    order = np.lexsort((np.arange(len(pre)), pre))[:top_n]
+    return pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1),
+        "image": order,
+        "class": [scan.labels[i] for i in order],
+        "wnid": [scan.wnids[i] or "" for i in order],
+        "mean_pre_activation": pre[order],
+        "source": [scan.sources[i] for i in order],
+    })
+
+
+def channel_top_images(scan: Scan, layer_name: str, channels, top_n: int = 3) -> dict:
+    """Channel -> the probe images that excite channel c of *layer_name* (a conv layer the
+    scan passed through, e.g. the feeding layer) most: DataFrame rank, image, class,
+    mean_activation, source (ties: lower image index first). From the same pass."""
+    import pandas as pd
+
+    if layer_name not in scan.upstream:
+        raise LabError(f"the scan of {scan.layer_name} kept no means of {layer_name}; it keeps those of "
+                       f"{', '.join(scan.upstream) or 'no layer'}")
+    means = scan.upstream[layer_name]
+    out = {}
+    for c in channels:
+        c = int(c)
+        acts = means[:, c].astype(np.float64)
+        order = np.lexsort((np.arange(len(acts)), -acts))[:top_n]
+        out[c] = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "image": order,
+                               "class": [scan.labels[i] for i in order], "mean_activation": acts[order],
+                               "source": [scan.sources[i] for i in order]})
+    return out
 
 
 def _check_scan_filter(scan: Scan, filter_index, top_n) -> tuple[int, int]:

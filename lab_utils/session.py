@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .choice import CHOICE_FILE_NAME, LAB_CHOICE, ResolvedParameters, resolve, resolve_arguments, save_lab_choice
+from .choice import (CHOICE_FILE_NAME, LAB_CHOICE, ResolvedParameters, changes_to, resolve, resolve_arguments,
+                     save_lab_choice)
 from .config import LabError
 from .params import check_values, probe_source
 
@@ -35,12 +36,16 @@ def check_parameters_from(namespace: dict, load_weights: bool = True, record_cho
     overrides the choice for this notebook only, and ``describe()`` says so first."""
     resolved = resolve(namespace)
     setup = _setup(resolved, load_weights)
-    if resolved.typed and record_choice:
-        save_lab_choice(resolved.typed)
-        setup.choice_note = (f"Saved to your lab choice ({CHOICE_FILE_NAME}): "
-                             + ", ".join(f"{k} = {v!r}" for k, v in resolved.typed.items())
-                             + ". Notebooks 03-05 use it from now on.")
-    elif resolved.typed:
+    changed = changes_to(resolved.choice, resolved.typed)
+    if changed and record_choice:
+        listed = ", ".join(f"{k} = {v!r}" for k, v in changed.items())
+        try:
+            save_lab_choice(changed, resolved.choice.path)
+            setup.choice_note = (f"Saved to your lab choice ({CHOICE_FILE_NAME}): {listed}. "
+                                 f"Notebooks 03-05 use it from now on.")
+        except LabError as exc:  # a read-only kit: this notebook still runs with what was typed
+            setup.choice_note = f"NOTE: {listed} could not be saved as your lab choice: {exc}"
+    elif changed:
         setup.choice_note = (f"NOTE: this notebook's parameters cell overrides your lab choice: "
                              f"{resolved.overrides_text()}. To change the choice for every notebook, "
                              f"make it in notebook 02.")
@@ -175,15 +180,41 @@ class LabSetup:
         from .probe import activation_maps
 
         top = self.top_images().head(n)
-        if self.has_decoded_probe():  # decoded already (always so where the scan was not a folder's)
-            images = self.probe().images[top["image"].to_numpy()]
-        else:  # the scan may have come from the cache: decode just these n files
-            from .images import load_image
-
-            images = np.stack([load_image(src, self.image_size) for src in top["source"]])
+        images = self.top_image_pixels(n)
         maps = activation_maps(self.model, self.layer_name, self.filter_index, images)
-        titles = [f"#{r.rank} {r._3[:18]}\nmean act. {r.mean_activation:.1f}" for r in top.itertuples()]
+        from pathlib import Path
+
+        titles = [f"#{r.rank} {_short(Path(str(r.source)).name, 24)}\n{_short(r._3, 18)}, mean act. "
+                  f"{r.mean_activation:.1f}" for r in top.itertuples()]
         return images, maps, titles
+
+    def top_image_pixels(self, n: int | None = None) -> np.ndarray:
+        """uint8 (n, image_size, image_size, 3): the filter's n top probe images (default top_n)."""
+        return self.pixels_of(self.top_images().head(n or self.top_n))
+
+    def pixels_of(self, rows) -> np.ndarray:
+        """uint8 (len(rows), image_size, image_size, 3): the probe images of a ranking's rows
+        (its ``image`` and ``source`` columns)."""
+        if self.has_decoded_probe():  # decoded already (always so where the scan was not a folder's)
+            return self.probe().images[rows["image"].to_numpy()]
+        from .images import load_image  # the scan may have come from the cache: decode just these files
+
+        return np.stack([load_image(src, self.image_size) for src in rows["source"]])
+
+    def bottom_images(self):
+        """The other end (``probe.rank_images_lowest``): the top_n probe images that drive the
+        filter's pre-ReLU output lowest."""
+        from .probe import rank_images_lowest
+
+        return rank_images_lowest(self.scan(), self.filter_index, self.top_n)
+
+    def channel_examples(self, table=None, n: int = 3) -> dict:
+        """Channel -> its n top probe images on the feeding layer (``probe.channel_top_images``),
+        for the kept channels of *table*; from the same scan, no second pass."""
+        from .probe import channel_top_images
+
+        table = self.channel_table() if table is None else table
+        return channel_top_images(self.scan(), self.feeder, table["channel"], n)
 
     def neighbours(self) -> list[int]:
         """Up to n_neighbours filters around filter_index in the same layer."""
@@ -226,9 +257,29 @@ class LabSetup:
         return render_channels(self.model, self.feeder, [int(c) for c in table["channel"]], size=self.vis_size,
                                steps=self.steps, seed=self.seed, desc=f"ascent {self.feeder} channels")
 
+    def tuning(self):
+        """The filter's responses to gratings and colour fields (``stimuli.tuning``)."""
+        from .stimuli import tuning
+
+        return tuning(self.model, self.layer_name, self.filter_index)
+
+    def ablation(self, table=None):
+        """The ablation experiment (``ablation.ablate``) on the filter's top_n top images."""
+        from .ablation import ablate
+
+        table = self.channel_table() if table is None else table
+        return ablate(self.model, self.layer_name, self.filter_index, self.top_image_pixels(), table)
+
     # ---------------------------------------------------------- step 5
     def summary_paragraph(self) -> str:
         from .circuits import circuit_paragraph
 
-        return circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
-                                 self.channel_table(), self.top_classes(), self.scan().n_images)
+        return (circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
+                                  self.channel_table(), self.top_classes(), self.scan().n_images)
+                + " " + self.ablation().paragraph())
+
+
+def _short(text: str, n: int) -> str:
+    """*text* cut to n characters, with an ellipsis where it was longer."""
+    text = str(text)
+    return text if len(text) <= n else text[:n - 1] + "…"

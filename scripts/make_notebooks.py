@@ -30,6 +30,7 @@ print(setup.describe())'''
 # cell becomes the lab choice once it passes the checks (lab_utils/choice.py).
 CHECK_AND_RECORD = CHECK.replace("check_parameters_from(globals())",
                                  "check_parameters_from(globals(), record_choice=True)  # saves what you typed above")
+assert CHECK_AND_RECORD != CHECK
 
 
 def student(title: str, prompt: str):
@@ -156,6 +157,17 @@ images, maps, titles = setup.top_image_maps(8)
 fig = plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}")
 """),
     md("""
+## The other end: what the filter is tuned against
+After its ReLU the filter is 0 on many images alike; *before* the ReLU its output
+still ranks them. These probe images drive it lowest: what it responds against.
+"""),
+    code("""
+bottom = setup.bottom_images()
+print(bottom[["rank", "image", "class", "mean_pre_activation"]].to_string(index=False, float_format="{:.2f}".format))
+fig = plots.image_grid(setup.pixels_of(bottom.head(8)), plots.image_titles(bottom.head(8), "mean_pre_activation", "pre-ReLU"),
+                       ncols=4, title=f"Lowest pre-ReLU output of {setup.layer_name} filter {setup.filter_index}")
+"""),
+    md("""
 ## Explore the layer's filters
 The explorer answers from the scan above, without a new pass: pick a layer (the
 mid-level candidates; another layer is scanned once) and a filter to see its top
@@ -252,6 +264,43 @@ own image comes first.
     code("""
 filter_image = setup.filter_visualization().images[0]
 fig = plots.circuit_figure(vis.images, table, setup.feeder, filter_image=filter_image)
+"""),
+    md("""
+## Each input channel in the dataset
+What excites each kept input channel among the probe images, beside its
+synthesized image: a second name for each channel, from real images. (The scan
+of notebook 02 kept every conv layer's means on its way: no new pass.)
+"""),
+    code("""
+examples = setup.channel_examples(table)
+fig = plots.channel_examples(examples, setup.pixels_of, setup.feeder, vis.images)
+"""),
+    md("""
+## Synthetic stimuli: tuning curves
+Gratings at 12 orientations and 7 periods (4 phases each, the strongest kept) and
+plain colour fields, through the network in one pass: does the filter prefer an
+orientation, a scale, a colour? A hypothesis about edges, stripes or colours should
+show here.
+"""),
+    code("""
+tuning = setup.tuning()
+print(tuning.text())
+fig = plots.tuning_figure(tuning)
+"""),
+    md("""
+## An experiment: ablate the inputs
+Weights say how the filter *could* combine its inputs; an experiment measures it.
+On the filter's top probe images, the filter's mean activation is recomputed
+from its layer's input with some input channels set to zero: the kept excitatory
+ones, the kept inhibitory ones, and every channel but the kept ones (how much of
+the response the strongest channels explain by themselves).
+"""),
+    code("""
+ablation = setup.ablation(table)
+print(lab.format_ablation(ablation))
+print()
+print(ablation.paragraph())
+fig = plots.ablation_chart(ablation)
 """),
     md("""
 ## Vocabulary (Olah et al., *Zoom In: An Introduction to Circuits*, Distill 2020)

@@ -100,17 +100,18 @@ def test_a_bad_value_in_the_file_says_it_comes_from_the_file(choice_file):
 def test_precedence_injected_over_typed_over_choice_over_defaults(choice_file):
     C.save_lab_choice({"layer_name": "block3_conv2", "seed": 4})
     choice = C.load_lab_choice()
-    ns = cell_namespace(choice, filter_index=7, seed=4)  # seed typed equal to the choice: not a change
+    ns = cell_namespace(choice, filter_index=7, seed=4)  # seed typed, equal to the choice
     ns["top_n"] = 3  # what papermill's injected cell does after the parameters cell
     ns["layer_name"] = "block3_conv2"  # injected, but the same as the cell: indistinguishable, harmless
     resolved = C.resolve(ns, choice)
     assert resolved.values == {**DEFAULTS, "layer_name": "block3_conv2", "seed": 4, "filter_index": 7, "top_n": 3}
     assert resolved.sources["top_n"] == C.INJECTED
-    assert resolved.sources["filter_index"] == C.TYPED_IN_CELL
-    assert resolved.sources["layer_name"] == C.LAB_CHOICE and resolved.sources["seed"] == C.LAB_CHOICE
+    assert resolved.sources["filter_index"] == C.TYPED_IN_CELL and resolved.sources["seed"] == C.TYPED_IN_CELL
+    assert resolved.sources["layer_name"] == C.LAB_CHOICE
     assert resolved.sources["image_size"] == C.KIT_DEFAULT
-    assert resolved.typed == {"filter_index": 7}
-    assert "filter_index = 7 (lab choice: 31)" in resolved.overrides_text()
+    assert resolved.typed == {"filter_index": 7, "seed": 4}
+    assert C.changes_to(choice, resolved.typed) == {"filter_index": 7}  # only what differs is news
+    assert resolved.overrides_text() == "filter_index = 7 (lab choice: 31)"
 
 
 def test_an_injected_value_equal_to_the_default_still_wins_over_a_typed_one(choice_file):
@@ -252,3 +253,65 @@ def test_use_this_filter_in_02s_explorer_is_what_03_04_05_use(choice_file, vgg16
     for number in ("03", "04", "05"):
         out = _stdout(_execute(_book(number, upto_check=True), choice_file))
         assert "block3_conv2 filter 9 (0-based)" in out, (number, out[:800])
+
+
+def test_a_typed_value_equal_to_the_choice_stays_typed_and_is_not_saved_again(choice_file):
+    from lab_utils.session import check_parameters_from
+
+    C.save_lab_choice({"filter_index": 7})  # typed in 02 and saved by an earlier run
+    setup = check_parameters_from(cell_namespace(C.load_lab_choice(), filter_index=7), load_weights=False,
+                                  record_choice=True)  # 02 run again: the cell still types 7
+    # still "typed" (so the explorer's button warns that running the cell saves 7 again), but no news
+    assert setup.sources["filter_index"] == C.TYPED_IN_CELL and setup.filter_index == 7
+    assert setup.choice_note == "" and C.load_lab_choice().chosen == {"filter_index": 7}
+
+
+def test_rerunning_only_the_check_cell_keeps_what_the_cell_read(choice_file):
+    from lab_utils.session import check_parameters_from
+
+    ns = cell_namespace(C.load_lab_choice())  # the parameters cell ran: filter 31 from the choice
+    C.save_lab_choice({"filter_index": 12})  # the explorer's button, after that
+    setup = check_parameters_from(ns, load_weights=False, record_choice=True)  # check cell run again alone
+    assert setup.filter_index == 31 and setup.sources["filter_index"] == C.KIT_DEFAULT
+    assert setup.choice_note == "" and C.load_lab_choice().filter_index == 12  # nothing reverted
+
+
+def test_a_typed_kit_default_differing_from_the_file_is_saved(choice_file):
+    from lab_utils.session import check_parameters_from
+
+    C.save_lab_choice({"filter_index": 12})
+    setup = check_parameters_from(cell_namespace(C.load_lab_choice(), filter_index=31), load_weights=False,
+                                  record_choice=True)
+    assert setup.filter_index == 31 and C.load_lab_choice().chosen == {"filter_index": 31}
+    assert "Saved to your lab choice (lab-choice.yaml): filter_index = 31." in setup.choice_note
+
+
+def test_a_choice_that_cannot_be_saved_is_a_note_and_02_still_runs(choice_file, monkeypatch):
+    from lab_utils.session import check_parameters_from
+
+    choice = C.load_lab_choice()
+
+    def read_only(path, chosen):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(C, "_write", read_only)
+    setup = check_parameters_from(cell_namespace(choice, filter_index=7), load_weights=False, record_choice=True)
+    assert setup.filter_index == 7
+    assert setup.choice_note.startswith("NOTE: filter_index = 7 could not be saved as your lab choice: ")
+    assert "Permission denied" in setup.choice_note
+
+
+def test_a_probe_folder_inside_the_kit_is_stored_relative_to_it(choice_file, tmp_path, monkeypatch):
+    kit = choice_file.parent
+    (kit / "my-images").mkdir(parents=True)
+    (kit / "notebooks").mkdir()
+    monkeypatch.chdir(kit / "notebooks")  # a notebook's folder: the cell said "../my-images"
+    C.save_lab_choice({"probe_set": "../my-images"})
+    assert '\nprobe_set: "my-images"  # ' in choice_file.read_text()  # moves with the kit
+    assert C.load_lab_choice().probe_set == str((kit / "my-images").resolve())
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    C.save_lab_choice({"probe_set": str(outside)})
+    assert f'probe_set: "{outside.resolve()}"' in choice_file.read_text()
+    # the same folder typed relative to the notebook is no change
+    assert C.changes_to(C.load_lab_choice(), {"probe_set": "../../elsewhere"}) == {}

@@ -62,18 +62,28 @@ def test_filter_facts_agree_with_the_rankings_and_the_circuit_norms(tiny_model, 
     assert len(facts.similar) == 2
 
 
-def test_crops_are_centred_on_the_peak_and_stay_inside_the_image(tiny_model, probe_images):
-    view = _view(tiny_model, probe_images)
-    pixels = E.ProbePixels(view.scan, 24, probe_images)
-    for image in range(len(probe_images)):
-        for f in range(view.n_filters):
-            crop = pixels.crop(image, f, 10)
-            assert crop.shape == (10, 10, 3)
-            y, x = view.scan.peak_position(image, f)
-            top = int(np.clip(round(y * 24 - 5), 0, 14))
-            left = int(np.clip(round(x * 24 - 5), 0, 14))
-            assert np.array_equal(crop, probe_images[image][top:top + 10, left:left + 10])
-    assert pixels.crop(0, 0, None).shape == (24, 24, 3)  # unknown receptive field: the whole image
+def test_crops_hold_the_peak_at_their_centre_unless_clipped_by_the_border(tiny_model):
+    images = np.random.default_rng(5).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    scan = lab_utils.scan_images(tiny_model, "c2", images, use_cache=False)
+    pixels = E.ProbePixels(scan, 64, images)
+    side = 16
+    for image in range(len(images)):
+        for f in range(scan.means.shape[1]):
+            crop = pixels.crop(image, f, side)
+            assert crop.shape == (side, side, 3)
+            y, x = scan.peak_position(image, f)
+            py, px = y * 64, x * 64  # the peak's centre in image pixels
+            # find where the crop sits in the image (random pixels: a unique match)
+            hits = [(t, l) for t in range(64 - side + 1) for l in range(64 - side + 1)
+                    if np.array_equal(images[image][t:t + side, l:l + side], crop)]
+            assert len(hits) == 1
+            top, left = hits[0]
+            assert top <= py <= top + side and left <= px <= left + side  # the peak is in the crop
+            if side / 2 <= py <= 64 - side / 2:
+                assert abs(top + side / 2 - py) <= 0.5  # centred, to the pixel
+            if side / 2 <= px <= 64 - side / 2:
+                assert abs(left + side / 2 - px) <= 0.5
+    assert pixels.crop(0, 0, None).shape == (64, 64, 3)  # unknown receptive field: the whole image
     assert pixels.png(0, 1, 10) is pixels.png(0, 1, 10)  # thumbnails are made once
 
 
@@ -88,6 +98,8 @@ def test_atlas_mosaic_has_one_tile_per_filter_and_greys_silent_ones(tiny_model, 
     live = next(f for f in range(4) if view.scan.means[:, f].max() > 0)  # a tile of row 0 from an image
     crop = E.ProbePixels(view.scan, 24, probe_images).crop(view.top_image(live), live, E.crop_side(view))
     assert not np.all(mosaic[:8, 8 * live:8 * live + 8] == 200) and crop.shape == (24, 24, 3)
+    view.receptive_field = 5  # the peak-crop path: 2 x 5 < 32 px crops of the 24 px images -> whole images
+    assert E.crop_side(view) == 32
     fig = E.atlas_figure(view, pixels, chosen=2, columns=4)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts[2].startswith("2: ") and len(texts) == 6
@@ -152,7 +164,7 @@ def test_switching_filter_answers_fast_with_the_scan_cached(small_setup):
     assert explorer.facts.filter_index == 4
     # a correctness bound, not a benchmark (bench/ has the 0.5 s target): a new pass over
     # the images (several seconds here) would show
-    assert min(times) < 2.0, times
+    assert max(times) < 2.0, times
 
 
 @pytest.mark.weights
@@ -161,3 +173,34 @@ def test_atlas_image_is_a_jpeg_of_every_filter(small_setup):
     image = explorer.atlas()
     assert image.format == "jpeg" and image.data[:2] == b"\xff\xd8"
     assert 20_000 < len(image.data) < 1_500_000
+
+
+@pytest.mark.weights
+def test_use_refuses_a_choice_that_fails_the_checks_and_says_why(vgg16, tmp_path, monkeypatch):
+    from lab_utils.choice import load_lab_choice
+
+    monkeypatch.setenv("LAB_CHOICE_FILE", str(tmp_path / "lab-choice.yaml"))
+    setup = lab_utils.check_parameters(probe_limit=12, steps=2, vis_size=32, top_k=100)  # fine at block3_conv1
+    explorer = setup.explorer()
+    explorer.layer.value = "block2_conv1"  # 64 input channels: top_k 100 cannot be
+    explorer.use_button.click()
+    assert "top_k" in explorer.status.value and "LabError" in explorer.status.value
+    assert load_lab_choice().chosen == {}  # nothing saved
+
+
+@pytest.mark.weights
+def test_a_layer_that_cannot_be_scanned_is_said_and_the_explorer_goes_back(small_setup, monkeypatch):
+    explorer = small_setup.explorer()
+    real = small_setup.scan_layer
+
+    def broken(layer_name):
+        if layer_name == "block4_conv1":
+            raise lab_utils.LabError("the probe folder went away")
+        return real(layer_name)
+
+    monkeypatch.setattr(small_setup, "scan_layer", broken)
+    explorer.layer.value = "block4_conv1"
+    assert explorer.layer.value == "block3_conv1" and explorer.filter.max == 255
+    assert "block4_conv1 could not be scanned: the probe folder went away" in explorer.status.value
+    explorer.filter.value = 9  # still answers
+    assert explorer.facts.filter_index == 9 and explorer.facts.layer_name == "block3_conv1"

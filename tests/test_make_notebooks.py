@@ -44,7 +44,8 @@ def test_parameters_cell_is_the_schema():
                    for line in cell.splitlines()), name
     # the snapshot the check cell compares with papermill's values is the cell's last line
     assert cell.splitlines()[-1].startswith("parameters_cell_values = choice.values_in(globals())")
-    assert namespace["parameters_cell_values"] == DEFAULTS
+    snapshot = namespace["parameters_cell_values"]
+    assert snapshot.values == DEFAULTS and snapshot.read_from_choice == set(PARAMETERS) and snapshot.typed == {}
     for nb in generated().values():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and tagged[0].source == cell

@@ -368,3 +368,45 @@ def test_scan_keeps_each_filters_peak_position_from_the_same_pass(tiny_model, pr
     again = lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=5)  # cached: same peaks
     cached = lab_utils.scan_images(tiny_model, "c2", probe_images, batch_size=5)
     assert cached.from_cache and np.array_equal(cached.peaks, again.peaks) and cached.map_shape == again.map_shape
+
+
+def test_the_same_pass_keeps_pre_relu_means_and_every_upstream_layer(tiny_model, probe_images):
+    from lab_utils.models import submodel
+
+    scan = lab_utils.scan_images(tiny_model, "c3", probe_images, batch_size=4, use_cache=False)
+    assert list(scan.upstream) == ["c1", "c2"]  # the conv layers the pass went through, in order
+    for name in ("c1", "c2"):
+        alone = lab_utils.scan_images(tiny_model, name, probe_images, use_cache=False)
+        np.testing.assert_allclose(scan.upstream[name], alone.means, rtol=1e-5, atol=1e-6)
+    pre = submodel(tiny_model, "c3", pre_activation=True).predict(
+        lab_utils.preprocess(tiny_model, probe_images.astype("float32")), verbose=0)
+    np.testing.assert_allclose(scan.pre_means, pre.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scan.means, np.maximum(pre, 0).mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    cached = lab_utils.scan_images(tiny_model, "c3", probe_images)
+    again = lab_utils.scan_images(tiny_model, "c3", probe_images)
+    assert again.from_cache and np.array_equal(again.pre_means, cached.pre_means)
+    assert np.array_equal(again.upstream["c2"], cached.upstream["c2"]) and list(again.upstream) == ["c1", "c2"]
+
+
+def test_lowest_pre_relu_images_rank_from_the_bottom_with_ties_by_index():
+    scan = _scan([1.0, 3.0, 5.0, 2.0], ["a", "b", "c", "d"])
+    scan.pre_means = np.array([[0.5, 0], [-2.0, 0], [-2.0, 0], [1.0, 0]], np.float32)
+    low = probe.rank_images_lowest(scan, 0, 3)
+    assert low["image"].tolist() == [1, 2, 0] and low["mean_pre_activation"].tolist() == [-2.0, -2.0, 0.5]
+    assert low["rank"].tolist() == [1, 2, 3] and low["class"].tolist() == ["b", "c", "a"]
+    scan.pre_means = None
+    with pytest.raises(LabError, match="no pre-ReLU means"):
+        probe.rank_images_lowest(scan, 0, 3)
+
+
+def test_channel_top_images_come_from_the_upstream_means(tiny_model, probe_images):
+    scan = lab_utils.scan_images(tiny_model, "c3", probe_images, use_cache=False)
+    examples = probe.channel_top_images(scan, "c2", [4, 0], top_n=3)
+    assert list(examples) == [4, 0]
+    for c, df in examples.items():
+        column = scan.upstream["c2"][:, c].astype(np.float64)
+        expected = np.lexsort((np.arange(len(column)), -column))[:3]
+        assert df["image"].tolist() == expected.tolist()
+        assert df["mean_activation"].tolist() == pytest.approx(column[expected].tolist())
+    with pytest.raises(LabError, match="kept no means of c3"):
+        probe.channel_top_images(scan, "c3", [0])
