@@ -501,11 +501,22 @@ def run(args) -> int:
         rows.append(Row(f"{label} ({flop / 1e9:.1f} GFLOP/step)", per_step, "s/step", ratio, target, met))
         if key in ("filter+nb", "ten"):
             traces += first
+    # the synthetic stimuli of notebook 04: one more pass, over gratings and colour fields
+    from lab_utils.stimuli import stimulus_set
+
+    stimuli = stimulus_set()[0]
+    log(f"stimuli pass {LAYER}: {len(stimuli)} gratings and colour fields at {stimuli.shape[1]} px")
+    scan_images(model, LAYER, stimuli[:8], use_cache=False)  # traced at this size
+    t0 = time.perf_counter()
+    scan_images(model, LAYER, stimuli, use_cache=False)
+    t_stimuli = time.perf_counter() - t0
+    rows.append(Row(f"stimuli pass {LAYER}: {len(stimuli)} gratings and colour fields at {stimuli.shape[1]} px "
+                    f"(notebook 04)", t_stimuli, "s"))
     # a render runs each ascent once: its typical (median) time, not its best, is in the render's wall time
-    compute = scan_time[LAYER] + asc["filter+nb"][4] + asc["ten"][4]
-    compute_best = scan_time[LAYER] + asc["filter+nb"][2] + asc["ten"][2]
-    rows.append(Row(f"compute of a render: scan {LAYER} + the two batched ascents ({S} steps each; median of "
-                    f"{sizes.ascent_repeat} calls)", compute, "s",
+    compute = scan_time[LAYER] + t_stimuli + asc["filter+nb"][4] + asc["ten"][4]
+    compute_best = scan_time[LAYER] + t_stimuli + asc["filter+nb"][2] + asc["ten"][2]
+    rows.append(Row(f"compute of a render: scan {LAYER} + stimuli pass + the two batched ascents ({S} steps "
+                    f"each; median of {sizes.ascent_repeat} calls)", compute, "s",
                     f"{compute_best:.0f} s with the best calls; + {traces:.1f} s tracing (first calls)"))
 
     # 5. atlas: every filter of a layer, batch by batch (opt-in: ./render.sh --atlas LAYER)
