@@ -284,7 +284,9 @@ def rank_classes(scan: Scan, filter_index: int, top_n: int = 10):
     """Classes ordered by the filter's mean activation (averaged over the class's images).
 
     DataFrame columns: rank (1 = most excited), class, wnid, mean_activation,
-    n_images. Ties are broken by class name, so the order is deterministic.
+    n_images, ci_low and ci_high (95% percentile bootstrap interval of the class mean;
+    NaN for a class with one image). Ties are broken by class name, so the order is
+    deterministic.
     """
     import pandas as pd
 
@@ -295,7 +297,30 @@ def rank_classes(scan: Scan, filter_index: int, top_n: int = 10):
     grouped = grouped.rename(columns={"mean": "mean_activation", "size": "n_images"})
     grouped = grouped.sort_values(["mean_activation", "class"], ascending=[False, True], kind="stable").head(top_n)
     grouped.insert(0, "rank", np.arange(1, len(grouped) + 1))
-    return grouped.reset_index(drop=True)
+    grouped = grouped.reset_index(drop=True)
+    by_class = df.groupby(["class", "wnid"], sort=False)["activation"]
+    intervals = [bootstrap_interval(by_class.get_group((r["class"], r["wnid"])).to_numpy())
+                 for _, r in grouped.iterrows()]
+    grouped["ci_low"] = [lo for lo, _ in intervals]
+    grouped["ci_high"] = [hi for _, hi in intervals]
+    return grouped
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(values, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of *values* (deterministic for a seed);
+    (nan, nan) for fewer than 2 values: one image gives a value, not a spread."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (resamples, len(v)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def rank_images(scan: Scan, filter_index: int, top_n: int = 10):

@@ -138,13 +138,22 @@ fig = plots.image_grid(vis.images, titles, ncols=5, title=f"{setup.layer_name}: 
 All probe images go through the network once, in batches; for each image we keep
 the **mean activation** (after ReLU, averaged over positions) of every filter of
 the layer, so another filter of the same layer needs no new pass (the scan is
-cached on disk). A class's score is the mean over its images.
+cached on disk). A class's score is the mean over its images, shown with the
+number of images behind it and a 95% bootstrap interval of that mean.
+
+**What this can support.** The kit's own probe set has *one* image per class:
+there a "top class" is one photo, its interval is undefined (`NaN`), and the
+class ranking is the image ranking again. Claims about classes ("the filter
+prefers dogs") need several images per class: `probe_set = "imagenet-mini"`
+(online) or your own folder with one sub-folder per class. Claims about what
+is *in* the top images (textures, parts, colours) do not.
 """),
     code("""
 scan = setup.scan()
 print(f"{scan.n_images} probe images scanned at {setup.layer_name} ({scan.means.shape[1]} filters each)")
 top_classes = setup.top_classes()
-print(top_classes[["rank", "class", "mean_activation", "n_images"]].to_string(index=False, float_format="{:.2f}".format))
+print(top_classes[["rank", "class", "mean_activation", "n_images", "ci_low", "ci_high"]].to_string(
+    index=False, float_format="{:.2f}".format))
 """),
     code("""
 fig = plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index)

@@ -410,3 +410,17 @@ def test_channel_top_images_come_from_the_upstream_means(tiny_model, probe_image
         assert df["mean_activation"].tolist() == pytest.approx(column[expected].tolist())
     with pytest.raises(LabError, match="kept no means of c3"):
         probe.channel_top_images(scan, "c3", [0])
+
+
+def test_class_rows_carry_a_bootstrap_interval_of_their_mean():
+    scan = _scan([1.0, 3.0, 5.0, 2.0, 2.0, 4.0, 0.0, 9.0, 9.0, 9.0],
+                 ["cat", "dog", "cat", "bee", "ant", "dog", "eel", "fox", "fox", "fox"])
+    ranked = probe.rank_classes(scan, 0, 10).set_index("class")
+    assert ranked.loc["fox", "ci_low"] == ranked.loc["fox", "ci_high"] == 9.0  # no spread, no width
+    assert ranked.loc["cat", "ci_low"] >= 1.0 and ranked.loc["cat", "ci_high"] <= 5.0
+    assert ranked.loc["cat", "ci_low"] < 3.0 < ranked.loc["cat", "ci_high"]
+    assert np.isnan(ranked.loc["eel", "ci_low"]) and ranked.loc["eel", "n_images"] == 1  # one image: no interval
+    again = probe.rank_classes(scan, 0, 10).set_index("class")
+    assert again.loc["cat", "ci_low"] == ranked.loc["cat", "ci_low"]  # deterministic
+    lo, hi = probe.bootstrap_interval(np.random.default_rng(3).normal(10.0, 1.0, 400))
+    assert 9.7 < lo < 10.0 < hi < 10.3  # about mean +- 1.96 / sqrt(400)
