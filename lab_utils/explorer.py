@@ -314,10 +314,13 @@ def _thumb(png: bytes, lines: list[str], px: int = THUMB_PX):
 
 
 def _classes_html(classes) -> str:
+    def interval(r):
+        return "-" if not np.isfinite(r.ci_low) else f"{r.ci_low:.1f} to {r.ci_high:.1f}"
+
     rows = "".join(f"<tr><td>{r.rank}</td><td>{html.escape(str(r._2))}</td><td>{r.mean_activation:.2f}</td>"
-                   f"<td>{r.n_images}</td></tr>" for r in classes.itertuples())
+                   f"<td>{r.n_images}</td><td>{interval(r)}</td></tr>" for r in classes.itertuples())
     return ("<b>Top classes</b><table style='font-size:12px'><tr><th>#</th><th>class</th>"
-            f"<th>mean act.</th><th>images</th></tr>{rows}</table>")
+            f"<th>mean act.</th><th>images</th><th>95% interval</th></tr>{rows}</table>")
 
 
 def _mass_html(mass: WeightMass, bars: int = 12) -> str:
