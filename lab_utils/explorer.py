@@ -286,18 +286,6 @@ def atlas_figure(view: LayerView, pixels: ProbePixels, chosen: int, similar: lis
     return fig
 
 
-def figure_as_jpeg(fig, dpi: int = 80, quality: int = 80):
-    """An ``IPython.display.Image`` (JPEG) of a matplotlib figure, which is closed."""
-    from IPython.display import Image as DisplayImage
-
-    from .plots import _plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality})
-    _plt().close(fig)
-    return DisplayImage(data=buf.getvalue(), format="jpeg")
-
-
 # ------------------------------------------------------------------------- widgets
 
 
@@ -531,7 +519,9 @@ class FilterExplorer:
     def atlas(self):
         """``atlas_figure`` as a JPEG to display (the tiles are photographs: a PNG of a
         256-tile layer is ~2 MB in the notebook and its page, the JPEG ~0.3 MB)."""
-        return figure_as_jpeg(self.atlas_figure(), dpi=100)  # captions readable when the page is zoomed
+        from .plots import as_jpeg
+
+        return as_jpeg(self.atlas_figure(), quality=80)
 
 
 def explore(setup) -> FilterExplorer:

@@ -302,7 +302,7 @@ def channel_examples(examples: dict, pixels_of, feeder: str, channel_images=None
                 ax.axis("off")
     fig.suptitle(title or f"Input channels of the circuit: what excites each one in the probe set ({feeder})",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
@@ -338,3 +338,17 @@ def tuning_figure(tuning, title: str | None = None):
     fig.suptitle(title or f"Synthetic stimuli: {tuning.layer_name} filter {tuning.filter_index}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def as_jpeg(fig, dpi: int = FIGURE_DPI, quality: int = 85):
+    """A figure of photographs as a JPEG to display (an ``IPython.display.Image``); the figure
+    is closed. A PNG of a grid of photos is several times larger, in the notebook and in
+    every page rendered from it; titles stay readable at this quality."""
+    import io
+
+    from IPython.display import Image as DisplayImage
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, pil_kwargs={"quality": quality})
+    _plt().close(fig)
+    return DisplayImage(data=buf.getvalue(), format="jpeg")

@@ -30,8 +30,10 @@ COLOURS = {"black": (0, 0, 0), "grey": (128, 128, 128), "white": (255, 255, 255)
 def grating(size: int, orientation_deg: float, period_px: float, phase: float, contrast: float = CONTRAST) -> np.ndarray:
     """A grey sinusoidal grating, uint8 (size, size, 3), mean 127.5."""
     theta = np.deg2rad(orientation_deg)
+    # rounded so that 90 deg is exactly horizontal stripes (cos 90 deg is 6e-17, not 0)
+    along_x, along_y = round(float(np.cos(theta)), 12), round(float(np.sin(theta)), 12)
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
-    wave = np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period_px + phase)
+    wave = np.sin(2 * np.pi * (x * along_x + y * along_y) / period_px + phase)
     lum = 127.5 + 127.5 * contrast * wave
     return np.repeat(np.rint(lum).clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
 

@@ -163,7 +163,8 @@ fig = plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index)
 top_images = setup.top_images()
 print(top_images[["rank", "image", "class", "mean_activation"]].to_string(index=False, float_format="{:.2f}".format))
 images, maps, titles = setup.top_image_maps(8)
-fig = plots.top_images_overlay(images, maps, titles, title=f"Top images for {setup.layer_name} filter {setup.filter_index}")
+plots.as_jpeg(plots.top_images_overlay(images, maps, titles,
+                                       title=f"Top images for {setup.layer_name} filter {setup.filter_index}"))
 """),
     md("""
 ## The other end: what the filter is tuned against
@@ -173,8 +174,9 @@ still ranks them. These probe images drive it lowest: what it responds against.
     code("""
 bottom = setup.bottom_images()
 print(bottom[["rank", "image", "class", "mean_pre_activation"]].to_string(index=False, float_format="{:.2f}".format))
-fig = plots.image_grid(setup.pixels_of(bottom.head(8)), plots.image_titles(bottom.head(8), "mean_pre_activation", "pre-ReLU"),
-                       ncols=4, title=f"Lowest pre-ReLU output of {setup.layer_name} filter {setup.filter_index}")
+plots.as_jpeg(plots.image_grid(
+    setup.pixels_of(bottom.head(8)), plots.image_titles(bottom.head(8), "mean_pre_activation", "pre-ReLU"),
+    ncols=4, title=f"Lowest pre-ReLU output of {setup.layer_name} filter {setup.filter_index}"))
 """),
     md("""
 ## Explore the layer's filters
@@ -282,7 +284,7 @@ of notebook 02 kept every conv layer's means on its way: no new pass.)
 """),
     code("""
 examples = setup.channel_examples(table)
-fig = plots.channel_examples(examples, setup.pixels_of, setup.feeder, vis.images)
+plots.as_jpeg(plots.channel_examples(examples, setup.pixels_of, setup.feeder, vis.images))
 """),
     md("""
 ## Synthetic stimuli: tuning curves
@@ -339,7 +341,7 @@ fig = plots.class_bar_chart(setup.top_classes(), setup.layer_name, setup.filter_
 """),
     code("""
 images, maps, titles = setup.top_image_maps(8)
-fig = plots.top_images_overlay(images, maps, titles, title="Top images with activation maps")
+plots.as_jpeg(plots.top_images_overlay(images, maps, titles, title="Top images with activation maps"))
 """),
     code("""
 table = setup.channel_table()

@@ -160,7 +160,7 @@ def test_rank_classes_order_means_and_ties():
                  ["cat", "dog", "cat", "bee", "ant", "dog", "eel"],
                  ["n2", "n3", "n2", None, None, "n3", None])
     df = lab_utils.rank_classes(scan, 0)
-    assert list(df.columns) == ["rank", "class", "wnid", "mean_activation", "n_images"]
+    assert list(df.columns) == ["rank", "class", "wnid", "mean_activation", "n_images", "ci_low", "ci_high"]
     # cat (1+5)/2 = 3, dog (3+4)/2 = 3.5, bee 2, ant 2 (tie: by name), eel 0
     assert list(df["class"]) == ["dog", "cat", "ant", "bee", "eel"]
     assert list(df["rank"]) == [1, 2, 3, 4, 5]
