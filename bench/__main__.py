@@ -417,11 +417,11 @@ def run(args) -> int:
     traces = 0.0
     for layer in sizes.layers:
         gflop = scan_flops_per_image(model, layer, 224) / 1e9
-        from lab_utils.probe import _channel_means_fn
+        from lab_utils.probe import scan_pass
 
         log(f"scan {layer}: trace + first batch")
         t0 = time.perf_counter()
-        _channel_means_fn(model, layer)(probe.images[:32])[0].numpy()
+        scan_pass(model, layer)(probe.images[:32])[0].numpy()
         t_trace = time.perf_counter() - t0
         traces += t_trace if layer == LAYER else 0.0
         log(f"scan {layer}: {n} images ({gflop:.2f} GFLOP/img)")

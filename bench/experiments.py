@@ -39,14 +39,14 @@ def scan_batch():
     import numpy as np
 
     import lab_utils as lab
-    from lab_utils.probe import _channel_means_fn
+    from lab_utils.probe import scan_pass
 
     from .flops import scan_flops_per_image
 
     model = lab.load_model("vgg16")
     images = lab.load_probe_set(None, limit=256).images
     for layer in ("block3_conv1", "block4_conv1"):
-        fn = _channel_means_fn(model, layer)
+        fn = scan_pass(model, layer)
         gf = scan_flops_per_image(model, layer, 224) / 1e9
         for bs in (8, 16, 32, 64):
             fn(images[:bs])[0].numpy()

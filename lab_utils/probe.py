@@ -76,8 +76,10 @@ def _fingerprint(model, layer_name):
     return model_fingerprint(model, upto=layer_name)
 
 
-def _channel_means_fn(model, layer_name):
-    """Compiled batch -> (mean activation (batch, channels), peak position (batch, channels),
+def scan_pass(model, layer_name):
+    """The scan's compiled step (public: the benchmark times it on its own).
+
+    Batch of uint8 RGB images -> (mean activation (batch, channels), peak position (batch, channels),
     map shape (2,), pre-ReLU mean (batch, channels), [mean activation of each conv layer
     before this one]), built once per (model, layer). The peak is the flat index of the
     largest value of each channel's map (``Scan.peaks``)."""
@@ -171,7 +173,7 @@ def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache:
             return Scan(name, layer_name, labels=list(probe.labels), wnids=list(probe.wnids),
                         sources=list(probe.sources), probe_name=probe.name, from_cache=True,
                         **_scan_arrays(hit, before))
-    fn = _channel_means_fn(model, layer_name)
+    fn = scan_pass(model, layer_name)
     n = len(probe)
     parts: dict = {"means": [], "peaks": [], "pre_means": [], **{f"up:{u}": [] for u in before}}
     map_shape = None
@@ -233,42 +235,38 @@ def rank_images_lowest(scan: Scan, filter_index: int, top_n: int = 10):
 
     DataFrame columns: rank, image, class, wnid, mean_pre_activation, source. Ties: lower
     image index first."""
-    import pandas as pd
-
     f, top_n = _check_scan_filter(scan, filter_index, top_n)
     if scan.pre_means is None:
         raise LabError("this scan has no pre-ReLU means (made by an older version of the kit): scan again")
-    pre = scan.pre_means[:, f].astype(np.float64)
-    order = np.lexsort((np.arange(len(pre)), pre))[:top_n]
+    return _ranked_images(scan, scan.pre_means[:, f], "mean_pre_activation", top_n, highest=False)
+
+
+def _ranked_images(scan: Scan, values, column: str, top_n: int, highest: bool = True):
+    """The top_n probe images by *values* (one per image), highest or lowest first, ties:
+    lower image index first. DataFrame: rank, image, class, wnid, *column*, source."""
+    import pandas as pd
+
+    values = np.asarray(values, np.float64)
+    order = np.lexsort((np.arange(len(values)), -values if highest else values))[:top_n]
     return pd.DataFrame({
         "rank": np.arange(1, len(order) + 1),
         "image": order,
         "class": [scan.labels[i] for i in order],
         "wnid": [scan.wnids[i] or "" for i in order],
-        "mean_pre_activation": pre[order],
+        column: values[order],
         "source": [scan.sources[i] for i in order],
     })
 
 
 def channel_top_images(scan: Scan, layer_name: str, channels, top_n: int = 3) -> dict:
     """Channel -> the probe images that excite channel c of *layer_name* (a conv layer the
-    scan passed through, e.g. the feeding layer) most: DataFrame rank, image, class,
+    scan passed through, e.g. the feeding layer) most: DataFrame rank, image, class, wnid,
     mean_activation, source (ties: lower image index first). From the same pass."""
-    import pandas as pd
-
     if layer_name not in scan.upstream:
         raise LabError(f"the scan of {scan.layer_name} kept no means of {layer_name}; it keeps those of "
                        f"{', '.join(scan.upstream) or 'no layer'}")
     means = scan.upstream[layer_name]
-    out = {}
-    for c in channels:
-        c = int(c)
-        acts = means[:, c].astype(np.float64)
-        order = np.lexsort((np.arange(len(acts)), -acts))[:top_n]
-        out[c] = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "image": order,
-                               "class": [scan.labels[i] for i in order], "mean_activation": acts[order],
-                               "source": [scan.sources[i] for i in order]})
-    return out
+    return {int(c): _ranked_images(scan, means[:, int(c)], "mean_activation", top_n) for c in channels}
 
 
 def _check_scan_filter(scan: Scan, filter_index, top_n) -> tuple[int, int]:
@@ -329,19 +327,8 @@ def rank_images(scan: Scan, filter_index: int, top_n: int = 10):
     DataFrame columns: rank, image (0-based index into the probe set), class,
     wnid, mean_activation, source. Ties: lower image index first.
     """
-    import pandas as pd
-
     f, top_n = _check_scan_filter(scan, filter_index, top_n)
-    acts = scan.means[:, f].astype(np.float64)
-    order = np.lexsort((np.arange(len(acts)), -acts))[:top_n]
-    return pd.DataFrame({
-        "rank": np.arange(1, len(order) + 1),
-        "image": order,
-        "class": [scan.labels[i] for i in order],
-        "wnid": [scan.wnids[i] or "" for i in order],
-        "mean_activation": acts[order],
-        "source": [scan.sources[i] for i in order],
-    })
+    return _ranked_images(scan, scan.means[:, f], "mean_activation", top_n)
 
 
 def activation_maps(model, layer_name: str, filter_index: int, images) -> np.ndarray:
