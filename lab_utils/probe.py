@@ -304,6 +304,36 @@ def rank_classes(scan: Scan, filter_index: int, top_n: int = 10):
     return grouped
 
 
+def rank_groups(scan: Scan, filter_index: int, top_n: int = 10, groups: dict | None = None):
+    """Coarse ImageNet groups (``imagenet.class_groups``: WordNet 3.0, groups of at least 5
+    classes) ordered by the filter's mean activation over their images. With one image per
+    class this is what a class ranking cannot be: a mean over several images.
+
+    DataFrame columns: rank, group, mean_activation, n_images, n_classes, ci_low, ci_high
+    (95% bootstrap interval of the group mean). Images whose wnid has no group are left out.
+    Ties: by group name."""
+    import pandas as pd
+
+    from .imagenet import class_groups
+
+    f, top_n = _check_scan_filter(scan, filter_index, top_n)
+    groups = class_groups() if groups is None else groups
+    df = pd.DataFrame({"group": [groups.get(w) if w else None for w in scan.wnids],
+                       "wnid": list(scan.wnids), "activation": scan.means[:, f].astype(np.float64)})
+    df = df[df["group"].notna()]
+    if df.empty:
+        raise LabError("no probe image belongs to an ImageNet group (their file names give no wnid)")
+    stats = df.groupby("group", sort=True).agg(mean_activation=("activation", "mean"),
+                                               n_images=("activation", "size"), n_classes=("wnid", "nunique"))
+    stats = stats.reset_index().sort_values(["mean_activation", "group"], ascending=[False, True],
+                                            kind="stable").head(top_n).reset_index(drop=True)
+    stats.insert(0, "rank", np.arange(1, len(stats) + 1))
+    intervals = [bootstrap_interval(df.loc[df["group"] == g, "activation"].to_numpy()) for g in stats["group"]]
+    stats["ci_low"] = [lo for lo, _ in intervals]
+    stats["ci_high"] = [hi for _, hi in intervals]
+    return stats
+
+
 BOOTSTRAP_RESAMPLES = 2000
 
 
