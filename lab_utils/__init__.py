@@ -39,7 +39,7 @@ _EXPORTS = {
                "submodel", "classify", "load_full_model_or_none", "model_names", "preprocess"],
     "imagenet": ["class_index", "wnid_to_name"],
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
-    "probe": ["scan_images", "rank_classes", "rank_images", "activation_maps", "Scan"],
+    "probe": ["scan_images", "rank_classes", "rank_groups", "format_groups", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "Visualization"],
     "atlas": ["layer_atlas", "LayerAtlas", "write_atlas_page", "atlas_image"],
     "ablation": ["ablate", "Ablation", "format_ablation"],

@@ -310,8 +310,8 @@ def rank_groups(scan: Scan, filter_index: int, top_n: int = 10, groups: dict | N
     class this is what a class ranking cannot be: a mean over several images.
 
     DataFrame columns: rank, group, mean_activation, n_images, n_classes, ci_low, ci_high
-    (95% bootstrap interval of the group mean). Images whose wnid has no group are left out.
-    Ties: by group name."""
+    (95% bootstrap interval of the group mean). Images whose wnid has no group are left out;
+    no rows where no image has one. Ties: by group name."""
     import pandas as pd
 
     from .imagenet import class_groups
@@ -321,8 +321,9 @@ def rank_groups(scan: Scan, filter_index: int, top_n: int = 10, groups: dict | N
     df = pd.DataFrame({"group": [groups.get(w) if w else None for w in scan.wnids],
                        "wnid": list(scan.wnids), "activation": scan.means[:, f].astype(np.float64)})
     df = df[df["group"].notna()]
-    if df.empty:
-        raise LabError("no probe image belongs to an ImageNet group (their file names give no wnid)")
+    columns = ["rank", "group", "mean_activation", "n_images", "n_classes", "ci_low", "ci_high"]
+    if df.empty:  # e.g. a folder whose names carry no wnid: no groups, said by format_groups
+        return pd.DataFrame(columns=columns)
     stats = df.groupby("group", sort=True).agg(mean_activation=("activation", "mean"),
                                                n_images=("activation", "size"), n_classes=("wnid", "nunique"))
     stats = stats.reset_index().sort_values(["mean_activation", "group"], ascending=[False, True],
@@ -332,6 +333,15 @@ def rank_groups(scan: Scan, filter_index: int, top_n: int = 10, groups: dict | N
     stats["ci_low"] = [lo for lo, _ in intervals]
     stats["ci_high"] = [hi for _, hi in intervals]
     return stats
+
+
+def format_groups(groups) -> str:
+    """``rank_groups``' table as text, or why there is none."""
+    if groups.empty:
+        return ("no ImageNet groups: no probe image has a grouped ImageNet wnid in its name "
+                "(<wnid>_<name>.jpg or a <wnid> folder)")
+    cols = ["rank", "group", "mean_activation", "n_images", "n_classes", "ci_low", "ci_high"]
+    return groups[cols].to_string(index=False, float_format="{:.2f}".format)
 
 
 BOOTSTRAP_RESAMPLES = 2000

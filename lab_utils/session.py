@@ -170,6 +170,12 @@ class LabSetup:
 
         return rank_classes(self.scan(), self.filter_index, self.top_n)
 
+    def top_groups(self):
+        """Coarse ImageNet groups by the filter's mean activation (``probe.rank_groups``)."""
+        from .probe import rank_groups
+
+        return rank_groups(self.scan(), self.filter_index, self.top_n)
+
     def top_images(self):
         from .probe import rank_images
 

@@ -155,6 +155,16 @@ top_classes = setup.top_classes()
 print(top_classes[["rank", "class", "mean_activation", "n_images", "ci_low", "ci_high"]].to_string(
     index=False, float_format="{:.2f}".format))
 """),
+    md("""
+Coarse groups (WordNet 3.0 hypernyms of the classes, groups of 5 to 60 classes,
+`data/imagenet_groups.json`) put several images behind each row even with one
+image per class: a statement such as "the filter prefers birds" needs a group
+whose interval sits above the others, not one photo.
+"""),
+    code("""
+top_groups = setup.top_groups()
+print(lab.format_groups(top_groups))
+"""),
     code("""
 fig = plots.class_bar_chart(top_classes, setup.layer_name, setup.filter_index)
 """),
