@@ -260,15 +260,17 @@ def ablation_chart(ablation, title: str | None = None):
     return fig
 
 
+def short_text(text, n: int) -> str:
+    """*text* cut to n characters, with an ellipsis where it was longer (image titles)."""
+    text = str(text)
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
 def image_titles(rows, value_column: str, value_label: str) -> list[str]:
     """Titles for ranked probe images: rank and file name, then class and the value."""
     from pathlib import Path
 
-    def short(text, n):
-        text = str(text)
-        return text if len(text) <= n else text[:n - 1] + "…"
-
-    return [f"#{r['rank']} {short(Path(str(r['source'])).name, 24)}\n{short(r['class'], 16)}, {value_label} "
+    return [f"#{r['rank']} {short_text(Path(str(r['source'])).name, 24)}\n{short_text(r['class'], 16)}, {value_label} "
             f"{r[value_column]:.1f}" for _, r in rows.iterrows()]
 
 

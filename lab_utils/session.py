@@ -190,7 +190,9 @@ class LabSetup:
         maps = activation_maps(self.model, self.layer_name, self.filter_index, images)
         from pathlib import Path
 
-        titles = [f"#{r.rank} {_short(Path(str(r.source)).name, 24)}\n{_short(r._3, 18)}, mean act. "
+        from .plots import short_text
+
+        titles = [f"#{r.rank} {short_text(Path(str(r.source)).name, 24)}\n{short_text(r._3, 18)}, mean act. "
                   f"{r.mean_activation:.1f}" for r in top.itertuples()]
         return images, maps, titles
 
@@ -283,9 +285,3 @@ class LabSetup:
         return (circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
                                   self.channel_table(), self.top_classes(), self.scan().n_images)
                 + " " + self.ablation().paragraph())
-
-
-def _short(text: str, n: int) -> str:
-    """*text* cut to n characters, with an ellipsis where it was longer."""
-    text = str(text)
-    return text if len(text) <= n else text[:n - 1] + "…"
