@@ -3,6 +3,7 @@
 One module per stage of the lab:
 - ``models``: load ImageNet models (offline weights first), conv layers,
   feeding layers, sub-models, ``classify`` (step 1);
+- ``retrieval``: step 1's offline check (retrieval vs random weights) and top-5;
 - ``images``: images, probe sets, imagenet-mini via kagglehub;
 - ``imagenet``: the ImageNet class index and labels (no TensorFlow);
 - ``probe``: one batched scan of a probe set, class/image rankings (step 2);
@@ -37,6 +38,7 @@ from .config import LabError, ResourceMissingError  # noqa: E402
 _EXPORTS = {
     "models": ["load_model", "conv_layers", "describe_layers", "feeding_layer", "mid_level_layers",
                "submodel", "classify", "load_full_model_or_none", "model_names", "preprocess"],
+    "retrieval": ["model_check", "ModelCheck", "top5_classification"],
     "imagenet": ["class_index", "wnid_to_name"],
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
     "probe": ["scan_images", "rank_classes", "rank_groups", "format_groups", "rank_images", "activation_maps", "Scan"],

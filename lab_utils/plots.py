@@ -308,6 +308,42 @@ def channel_examples(examples: dict, pixels_of, feeder: str, channel_images=None
     return fig
 
 
+def retrieval_figure(check, title: str | None = None):
+    """Step 1's retrieval check (``retrieval.ModelCheck``): for each query image, two rows,
+    its nearest shipped images with the trained weights and with random weights. Each title
+    is the file's class and coarse group, green where the group is the query's."""
+    plt = _plt()
+    queries = check.queries()
+    rows = [(q, r) for q in queries for r in (check.trained, check.random)]
+    k = check.trained.neighbours.shape[1]
+    shown = sorted({q for q, _ in rows} | {int(j) for q, r in rows for j in r.neighbours[q]})
+    pixels = dict(zip(shown, check.images.pixels(shown)))
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.55 * (k + 1), 1.75 * len(rows)), squeeze=False)
+    names, groups = check.images.labels, check.images.groups
+    for (q, retrieval), row_axes in zip(rows, axes):
+        row_axes[0].imshow(pixels[q])
+        row_axes[0].set_title(f"query: {short_text(names[q].replace('_', ' '), 18)}\n({groups[q]})", fontsize=7.5,
+                              fontweight="bold")
+        row_axes[0].set_ylabel("trained" if retrieval is check.trained else "random\nweights", fontsize=8)
+        for ax, j, sim in zip(row_axes[1:], retrieval.neighbours[q], retrieval.similarities[q]):
+            j = int(j)
+            ax.imshow(pixels[j])
+            same = groups[j] == groups[q]
+            ax.set_title(f"{short_text(names[j].replace('_', ' '), 18)}\n{short_text(groups[j], 18)} ({sim:.2f})",
+                         fontsize=7.5, color="#1a7f37" if same else "#555555")
+            if same:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("#1a7f37")
+                    spine.set_linewidth(2.5)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title or f"{check.model_name}: the {k} nearest shipped images by pooled {check.layer_name} features "
+                          f"(cosine similarity); green = same coarse group", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    return fig
+
+
 def tuning_figure(tuning, title: str | None = None):
     """Left: the grating tuning curve, polar (orientation doubled round the circle's half:
     0 and 180 deg are the same grating), one line per period, the preferred period bold.

@@ -110,6 +110,14 @@ class LabSetup:
             lines += [f"  {k:<{width}} = {p[k]!r:<16} {self.sources.get(k, '')}" for k in p]
         return "\n".join(lines)
 
+    # ---------------------------------------------------------- step 1
+    def model_check(self):
+        """Step 1's offline check (``retrieval.model_check``): retrieval with the loaded
+        weights and with random weights of the same architecture (seed: the lab's seed)."""
+        from .retrieval import model_check
+
+        return model_check(self.model, seed=self.seed)
+
     # ---------------------------------------------------------- step 2
     def probe(self):
         if "probe" not in self._memo:

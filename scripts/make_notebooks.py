@@ -80,23 +80,44 @@ print(f"\\n{len(layers)} conv layers, {int(layers.mid_level.sum())} mid-level; "
       f"parameters in the conv base: {setup.model.count_params():,}")
 """),
     md("""
-## Does the network work? Classify a few images
-The full network (with its 3 dense classifier layers) predicts a class for a
-few images shipped with the kit. The classifier weights are a separate 500 MB
-download; where they cannot be had, the demo says so and the lab goes on: every
-later step uses only the convolutional layers.
+## Does the network work? A check with the convolutional weights only
+The lab uses only the convolutional layers, so that is what we check. Each shipped
+image is described by the network's **pooled deep features**: the mean over positions
+of the last conv layer's output (512 numbers). For a few query images we look for
+their **nearest neighbours** among 200 shipped images (cosine similarity). The shipped
+set has one image per class, so a neighbour cannot share the query's class; it counts
+as right when it is in the same **coarse ImageNet group** (WordNet: "feline", "bird",
+"wheeled vehicle", ...). The same architecture with **random weights** is the
+baseline: if the loaded weights had learned nothing, the two scores would be alike.
+"""),
+    code("""
+check = setup.model_check()
+print(check.text())
+plots.as_jpeg(plots.retrieval_figure(check))
+"""),
+    md("""
+## Classify a few images (when the classifier top is available)
+The full network (with its 3 dense classifier layers) predicts a class for each query
+image: its top 5 labels and probabilities. The classifier weights are a separate 500 MB
+download; where they cannot be had, this cell says so and the lab goes on: every later
+step uses only the convolutional layers, which the check above verified.
 """),
     code("""
 demo = lab.demo_images()
 full_model = lab.load_full_model_or_none(setup.model_name)
 if full_model is not None:
-    predictions = lab.classify(full_model, demo.images, top=3)
-    print(predictions[["image", "rank", "label", "probability"]].to_string(index=False, float_format="{:.3f}".format))
+    predictions = lab.top5_classification(full_model, demo.images, true_wnids=demo.wnids)
+    print(predictions[["image", "rank", "label", "probability", "true_in_top"]].to_string(
+        index=False, float_format="{:.3f}".format))
     plots.prediction_panel(demo.images, predictions);
 else:
     plots.image_grid(demo.images, titles=[f"true class: {label}" for label in demo.labels], ncols=4,
                      title="Images the full network would classify");
 """),
+    student("what does the check show?", "Compare the two retrieval scores and the chance level, and look at the "
+            "neighbours. What do they tell you about the loaded weights? Where does the trained network go wrong, "
+            "and is the mistake understandable (what do the wrong neighbours share with the query)? "
+            "What can this check not tell you that a classification would?"),
     student("why this model?", "Explain the choice of model in 3-5 sentences: depth, 3x3 convolutions, "
             "no residual branches, trained on ImageNet. What would make circuits harder to read in a ResNet or Inception?"),
 ]
