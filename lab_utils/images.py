@@ -552,15 +552,21 @@ def _load_probe_set_uncached(source, size, limit, per_class) -> ProbeSet:
                     [it[0] for it, _ in good], name, skipped, reasons)
 
 
-def load_imagenet_mini(split: str = "val", size: int = 224, limit: int | None = None,
+IMAGENET_MINI_SPLITS = {"train": ("train",), "val": ("val",), "train+val": ("train", "val")}
+
+
+def load_imagenet_mini(split: str = "train+val", size: int = 224, limit: int | None = None,
                        per_class: int | None = None) -> ProbeSet:
     """imagenet-mini (Kaggle ``ifigotin/imagenetmini-1000``, pinned version) via kagglehub.
 
-    Needs network access and Kaggle's terms accepted once; offline it raises
-    ``ResourceMissingError`` that points to the embedded probe set instead.
+    ``split``: "train+val" (both, train first: about 39 images per class, what the seeds
+    ranked classes over), "train" or "val". ``per_class`` keeps the first N images of each
+    class over the splits together, ``limit`` the first N after that. Needs network access
+    and Kaggle's terms accepted once; offline it raises ``ResourceMissingError`` that points
+    to the embedded probe set instead.
     """
-    if split not in ("train", "val"):
-        raise LabError(f"split must be 'train' or 'val', got {split!r}")
+    if split not in IMAGENET_MINI_SPLITS:
+        raise LabError(f"split must be 'train' or 'val' (or 'train+val'), got {split!r}")
     try:
         import kagglehub
 
@@ -570,11 +576,29 @@ def load_imagenet_mini(split: str = "val", size: int = 224, limit: int | None = 
             f"could not get imagenet-mini from Kaggle ({IMAGENET_MINI}): {type(exc).__name__}: "
             f"{str(exc)[:200]}. Offline? Use the embedded probe set (probe_set=None) or a local folder."
         ) from None
-    candidates = [root / "imagenet-mini" / split, root / split]
-    for folder in candidates:
-        if folder.is_dir():
-            return load_probe_set(folder, size=size, limit=limit, per_class=per_class)
-    raise ResourceMissingError(f"imagenet-mini download at {root} has no {split}/ folder")
+    parts = []
+    for name in IMAGENET_MINI_SPLITS[split]:
+        folder = next((f for f in (root / "imagenet-mini" / name, root / name) if f.is_dir()), None)
+        if folder is None:
+            raise ResourceMissingError(f"imagenet-mini download at {root} has no {name}/ folder")
+        parts.append(load_probe_set(folder, size=size, limit=limit, per_class=per_class))
+    return parts[0] if len(parts) == 1 else merge_probe_sets(parts, f"imagenet-mini {split}", limit, per_class)
+
+
+def merge_probe_sets(parts: list, name: str, limit: int | None = None, per_class: int | None = None) -> ProbeSet:
+    """One ProbeSet of *parts* in order, keeping the first ``per_class`` images of each label
+    over all parts, then the first ``limit``."""
+    keep, seen = [], Counter()
+    for p, part in enumerate(parts):
+        for i, label in enumerate(part.labels):
+            if per_class is None or seen[label] < per_class:
+                seen[label] += 1
+                keep.append((p, i))
+    keep = keep[:limit] if limit is not None else keep
+    pick = lambda attr: [getattr(parts[p], attr)[i] for p, i in keep]  # noqa: E731
+    images = np.stack([parts[p].images[i] for p, i in keep])
+    return ProbeSet(images, pick("labels"), pick("wnids"), pick("sources"), name,
+                    [s for part in parts for s in part.skipped], [r for part in parts for r in part.skip_reasons])
 
 
 # Shipped images that step 1 classifies (files of the embedded probe set).

@@ -25,11 +25,15 @@ PARAMETERS = {
     "probe_set": (None, (str, type(None)),
                   "None: the 1000 ImageNet images shipped in data/, or a folder path, or imagenet-mini"),
     "probe_limit": (None, (int, type(None)), "use only the first N probe images (None: all)"),
+    "per_class": (None, (int, type(None)),
+                  "at most N probe images per class (imagenet-mini: from train and val; the seeds used 50)"),
     "image_size": (224, (int,), "side of the probe images fed to the network, pixels"),
     "vis_size": (128, (int,), "side of the synthesized images, pixels"),
     "steps": (64, (int,), "gradient-ascent steps per synthesized image"),
     "seed": (0, (int,), "same seed, same synthesized images"),
     "n_neighbours": (8, (int,), "neighbouring filters shown for context"),
+    "test_image": (None, (str, type(None)),
+                   "your own image (path or URL): the filter's activation map on it; None: a shipped photo"),
 }
 DEFAULTS = {name: spec[0] for name, spec in PARAMETERS.items()}
 
@@ -46,6 +50,7 @@ LIMITS = {
     "top_n": (1, 100, "rows of the tables and images of the grids; more are not readable"),
     "probe_limit": (1, 20000, ("the decoded images stay in memory: 20000 at 224 px are 2.8 GiB, and their "
                                "scan at block3_conv1 takes ~28 min on a 2-core CPU")),
+    "per_class": (1, 1000, "imagenet-mini has at most ~40 images per class; a folder's classes are its sub-folders"),
     "image_size": (32, 512, ("the scan costs image_size^2: 1000 images at 512 px take ~7 min at "
                              "block3_conv1 on a 2-core CPU (83 s at 224 px, the size VGG was trained at)")),
     "vis_size": (32, 1024, "8x the default side; one 1024 px image needs ~1.5 GiB in the ascent"),
@@ -193,6 +198,9 @@ def check_values(params: dict) -> dict:
             if high is not None and value > high:
                 raise LabError(f"{name} must be <= {high} ({why}), got {value}")
     source = probe_source(full["probe_set"])
+    if source.kind == "imagenet-mini":
+        check_imagenet_mini_size(full["per_class"], full["probe_limit"])
+    check_test_image(full["test_image"])
     if source.kind == "missing":
         raise LabError(f"probe_set {source.value!r} does not exist; give {PROBE_SET_VALUES}")
     if source.kind == "folder":
@@ -202,3 +210,33 @@ def check_values(params: dict) -> dict:
     check_circuit(full["model_name"], full["layer_name"], full["filter_index"], full["top_k"])
     check_ascent_cost(full)
     return full
+
+
+# imagenet-mini (Kaggle ifigotin/imagenetmini-1000): 34,745 train + 3,923 val images of the 1000
+# classes, 32-40 per class. All of them decoded at 224 px are 5.8 GB: more than probe_limit allows.
+IMAGENET_MINI_IMAGES = 34_745 + 3_923
+
+
+def check_imagenet_mini_size(per_class, probe_limit) -> None:
+    """A LabError where imagenet-mini (train + val) would decode more than ``LIMITS``' probe_limit
+    maximum (set per_class or probe_limit)."""
+    most = LIMITS["probe_limit"][1]
+    n = min(IMAGENET_MINI_IMAGES, 1000 * per_class if per_class is not None else IMAGENET_MINI_IMAGES)
+    if probe_limit is not None:
+        n = min(n, probe_limit)
+    if n > most:
+        raise LabError(f"probe_set 'imagenet-mini' would decode about {n:,} images (train and val, "
+                       f"{'per_class=' + str(per_class) if per_class else 'all of each class'}), more than {most:,} "
+                       f"({LIMITS['probe_limit'][2]}); set per_class (e.g. 10: 10,000 images) or probe_limit")
+
+
+def check_test_image(value) -> None:
+    """A LabError where ``test_image`` names no file (a URL is fetched, and checked, when used)."""
+    if value is None or is_url(value):
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise LabError(f"test_image must be one image file (or a URL), got the folder {value!r}")
+    if not path.is_file():
+        raise LabError(f"test_image {value!r} does not exist (give a path to an image file or a URL, "
+                       f"relative paths from the notebook's folder)")

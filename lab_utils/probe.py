@@ -198,8 +198,8 @@ def scan_images(model, layer_name: str, images, batch_size: int = 32, use_cache:
 
 
 def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int | None = None,
-                batch_size: int = 32, use_cache: bool = True) -> Scan:
-    """``scan_images`` of ``load_probe_set(folder, size, limit)`` (``folder=None``: the
+                batch_size: int = 32, use_cache: bool = True, per_class: int | None = None) -> Scan:
+    """``scan_images`` of ``load_probe_set(folder, size, limit, per_class)`` (``folder=None``: the
     embedded set), cached under the folder's files rather than its pixels.
 
     The key is ``images.folder_content_key`` (every file's bytes and the decode
@@ -209,7 +209,7 @@ def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int
     """
     get_conv_layer(model, layer_name)
     root = local_folder(folder)
-    content = folder_content_key(folder, size, limit) if use_cache and root is not None else None
+    content = folder_content_key(folder, size, limit, per_class) if use_cache and root is not None else None
     name = getattr(model, "_lab_name", model.name)
     if content is not None:
         key = cache.cache_key(kind=f"{SCAN_KIND}-files", model=_fingerprint(model, layer_name), layer=layer_name,
@@ -220,7 +220,8 @@ def scan_folder(model, layer_name: str, folder=None, size: int = 224, limit: int
                         wnids=[str(v) or None for v in hit["wnids"]],
                         sources=[str(root / str(v)) for v in hit["sources"]], probe_name=probe_set_name(folder),
                         from_cache=True, **_scan_arrays(hit, upstream_conv_layers(model, layer_name)))
-    scan = scan_images(model, layer_name, load_probe_set(folder, size=size, limit=limit), batch_size, use_cache)
+    scan = scan_images(model, layer_name, load_probe_set(folder, size=size, limit=limit, per_class=per_class),
+                       batch_size, use_cache)
     if content is not None:
         cache.save("scans", key, **_cache_arrays(scan),
                    labels=np.array(scan.labels, dtype=str),

@@ -125,9 +125,11 @@ class LabSetup:
 
             p = self.params
             if probe_source(p["probe_set"]).kind == "imagenet-mini":
-                self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"])
+                self._memo["probe"] = load_imagenet_mini(size=p["image_size"], limit=p["probe_limit"],
+                                                         per_class=p["per_class"])
             else:
-                self._memo["probe"] = load_probe_set(p["probe_set"], size=p["image_size"], limit=p["probe_limit"])
+                self._memo["probe"] = load_probe_set(p["probe_set"], size=p["image_size"], limit=p["probe_limit"],
+                                                     per_class=p["per_class"])
         return self._memo["probe"]
 
     def _probe_folder(self):
@@ -152,7 +154,7 @@ class LabSetup:
                 self._memo[key] = scan_images(self.model, layer_name, self.probe())
             else:
                 self._memo[key] = scan_folder(self.model, layer_name, folder, size=self.image_size,
-                                              limit=self.probe_limit)
+                                              limit=self.probe_limit, per_class=self.per_class)
         return self._memo[key]
 
     def use_scan(self, scan, probe=None) -> None:
@@ -279,6 +281,22 @@ class LabSetup:
 
         return tuning(self.model, self.layer_name, self.filter_index)
 
+    def test_image_response(self) -> "ImageResponse":
+        """The filter on ``test_image`` (None: the shipped tabby photo): its activation map and
+        where its mean activation falls among the probe images' (``ImageResponse``)."""
+        from pathlib import Path
+
+        from .config import EMBEDDED_PROBE_DIR, display_name, is_url
+        from .images import load_image
+        from .probe import activation_maps
+
+        source = self.test_image or str(EMBEDDED_PROBE_DIR / "n02123045_tabby.jpg")
+        image = load_image(source, self.image_size)[None]
+        act = activation_maps(self.model, self.layer_name, self.filter_index, image)
+        name = display_name(source) if is_url(source) else Path(source).name
+        return ImageResponse(name, self.test_image is not None, image, act,
+                             np.asarray(self.scan().means[:, self.filter_index], np.float64))
+
     def ablation(self, table=None):
         """The ablation experiment (``ablation.ablate``) on the filter's top_n top images."""
         from .ablation import ablate
@@ -293,3 +311,33 @@ class LabSetup:
         return (circuit_paragraph(self.model_name, self.layer_name, self.filter_index, self.feeder,
                                   self.channel_table(), self.top_classes(), self.scan().n_images)
                 + " " + self.ablation().paragraph())
+
+
+@dataclass(frozen=True)
+class ImageResponse:
+    """The filter's response to one image (notebook 04's ``test_image``).
+
+    ``image``: uint8 (1, image_size, image_size, 3); ``activation_map``: float32 (1, h, w),
+    after ReLU; ``probe_means``: the probe images' mean activations, for comparison."""
+
+    name: str
+    own: bool
+    image: np.ndarray
+    activation_map: np.ndarray
+    probe_means: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.activation_map.mean())
+
+    def text(self) -> str:
+        whose = "your image" if self.own else "a shipped photo (set test_image in the parameters cell to use yours)"
+        above = float((self.probe_means < self.mean).mean())
+        return (f"{whose}: {self.name}; mean activation {self.mean:.1f} (peak {float(self.activation_map.max()):.1f}), "
+                f"higher than {above:.0%} of the {len(self.probe_means)} probe images (their median: "
+                f"{float(np.median(self.probe_means)):.1f}, their highest: {float(self.probe_means.max()):.1f})")
+
+    def titles(self) -> list[str]:
+        from .plots import short_text
+
+        return [f"{short_text(self.name, 28)}\nmean act. {self.mean:.1f}"]

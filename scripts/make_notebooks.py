@@ -166,8 +166,12 @@ number of images behind it and a 95% bootstrap interval of that mean.
 there a "top class" is one photo, its interval is undefined (`NaN`), and the
 class ranking is the image ranking again. Claims about classes ("the filter
 prefers dogs") need several images per class: `probe_set = "imagenet-mini"`
-(online) or your own folder with one sub-folder per class. Claims about what
-is *in* the top images (textures, parts, colours) do not.
+(online: its train and val images, about 39 per class; `per_class = 50` takes
+them all, as the course's seed notebooks did, `per_class = 10` a quicker 10,000)
+or your own folder with one sub-folder per class. Even with 40 images a class
+mean says what the filter does *on average* over a class, not why; overlapping
+intervals mean the ranking between those classes is not settled. Claims about
+what is *in* the top images (textures, parts, colours) need no class statistics.
 """),
     code("""
 scan = setup.scan()
@@ -328,6 +332,19 @@ show here.
 tuning = setup.tuning()
 print(tuning.text())
 fig = plots.tuning_figure(tuning)
+"""),
+    md("""
+## Your own image
+Test the hypothesis on an image you choose: one that *should* excite the filter
+if the hypothesis is right, or one that should not. Set `test_image` in the
+parameters cell to a file path or a URL; until then a shipped photo stands in.
+The number to compare: where its mean activation falls among the probe images'.
+"""),
+    code("""
+response = setup.test_image_response()
+print(response.text())
+plots.as_jpeg(plots.top_images_overlay(response.image, response.activation_map, response.titles(), ncols=1,
+                                       title=f"{setup.layer_name} filter {setup.filter_index} on {response.name}"))
 """),
     md("""
 ## An experiment: ablate the inputs

@@ -402,18 +402,29 @@ def test_imagenet_mini_layout(tmp_path, monkeypatch):
             _write(root / "imagenet-mini" / "val" / wnid / f"ILSVRC2012_val_{wnid}_{i}.JPEG", jpeg())
     asked = []
     monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, *a, **k: asked.append(handle) or str(root))
-    ps = lab_utils.load_imagenet_mini(size=S)
+    ps = lab_utils.load_imagenet_mini(split="val", size=S)
     assert asked == [images.IMAGENET_MINI]
     assert asked[0].startswith("ifigotin/imagenetmini-1000/versions/")
     assert isinstance(ps, images.ProbeSet)
     assert ps.labels == ["tench", "tench", "goldfish", "goldfish"]
     assert ps.wnids == ["n01440764"] * 2 + ["n01443537"] * 2
     assert ps.images.shape == (4, S, S, 3)
-    assert lab_utils.load_imagenet_mini(size=S, per_class=1).labels == ["tench", "goldfish"]
+    assert lab_utils.load_imagenet_mini(split="val", size=S, per_class=1).labels == ["tench", "goldfish"]
     with pytest.raises(ResourceMissingError, match="no train/ folder"):
-        lab_utils.load_imagenet_mini(split="train", size=S)
+        lab_utils.load_imagenet_mini(size=S)  # the default uses train and val
     with pytest.raises(LabError, match="split must be 'train' or 'val'"):
         lab_utils.load_imagenet_mini(split="test")
+    # train + val (the default): train first, per_class counted over both splits
+    for wnid in ("n01440764", "n01443537"):
+        for i in range(3):
+            _write(root / "imagenet-mini" / "train" / wnid / f"{wnid}_{i}.JPEG", jpeg())
+    both = lab_utils.load_imagenet_mini(size=S)
+    assert both.labels == ["tench"] * 3 + ["goldfish"] * 3 + ["tench"] * 2 + ["goldfish"] * 2
+    assert [s.split("/")[-3] for s in both.sources] == ["train"] * 6 + ["val"] * 4
+    four = lab_utils.load_imagenet_mini(size=S, per_class=4)
+    assert four.labels.count("tench") == 4 and four.labels.count("goldfish") == 4
+    assert sum("/val/" in s for s in four.sources) == 2  # the fourth of each class comes from val
+    assert len(lab_utils.load_imagenet_mini(size=S, per_class=4, limit=5)) == 5
 
 
 # ------------------------------------------------------------------ the embedded probe set

@@ -29,11 +29,11 @@ def test_defaults_pass_and_their_ascent_estimate_matches_the_benchmark():
 
 @pytest.mark.parametrize("name, maximum", [
     ("steps", 2048), ("vis_size", 1024), ("image_size", 512), ("top_n", 100), ("probe_limit", 20000),
-    ("n_neighbours", 32),
+    ("n_neighbours", 32), ("per_class", 1000),
 ])
 def test_upper_bounds(name, maximum):
     assert LIMITS[name][1] == maximum
-    others = {} if name in ("image_size", "top_n", "probe_limit") else SMALL_ASCENT
+    others = {} if name in ("image_size", "top_n", "probe_limit", "per_class") else SMALL_ASCENT
     assert check_values({**others, name: maximum})[name] == maximum  # the maximum itself is fine
     for bad in (maximum + 1, 100_000_000):
         with pytest.raises(LabError) as info:
@@ -132,7 +132,7 @@ def test_probe_folder_check_only_for_local_folders(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(images, "check_probe_folder", seen.append)
     for source in (None, "imagenet-mini", "https://example.org/x.jpg"):
-        check_values({"probe_set": source})
+        check_values({"probe_set": source, "per_class": 10})
     assert seen == []
     check_values({"probe_set": str(tmp_path)})
     assert seen == [str(tmp_path)]
@@ -199,3 +199,26 @@ def test_probe_source_says_what_a_probe_set_value_means(tmp_path, monkeypatch):
     assert probe_source(None).describe() == "embedded data/probe-224"
     with pytest.raises(LabError, match="'nope' does not exist"):
         check_values({"probe_set": "nope"})
+
+
+def test_imagenet_mini_must_fit_the_probe_limit_through_per_class_or_probe_limit():
+    with pytest.raises(LabError, match=r"about 38,668 images .* set per_class \(e\.g\. 10"):
+        check_values({"probe_set": "imagenet-mini"})
+    with pytest.raises(LabError, match="about 38,668 images"):
+        check_values({"probe_set": "imagenet-mini", "per_class": 50})  # the seeds' 50: every image
+    assert check_values({"probe_set": "imagenet-mini", "per_class": 20})["per_class"] == 20
+    assert check_values({"probe_set": "imagenet-mini", "per_class": 50, "probe_limit": 20000})["probe_limit"] == 20000
+    assert check_values({"per_class": 50})["per_class"] == 50  # the embedded set: at most 1 per class anyway
+
+
+def test_test_image_is_a_file_or_a_url(tmp_path):
+    photo = tmp_path / "my photo.jpg"
+    photo.write_bytes(b"checked when it is decoded")
+    assert check_values({"test_image": str(photo)})["test_image"] == str(photo)
+    assert check_values({"test_image": "https://example.org/cat.jpg"})["test_image"].startswith("https://")
+    with pytest.raises(LabError, match="test_image must be one image file .* got the folder"):
+        check_values({"test_image": str(tmp_path)})
+    with pytest.raises(LabError, match="test_image .*nope.jpg' does not exist"):
+        check_values({"test_image": str(tmp_path / "nope.jpg")})
+    with pytest.raises(LabError, match="test_image must be str or None"):
+        check_values({"test_image": 3})
