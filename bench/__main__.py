@@ -207,8 +207,10 @@ def naive_loop(model, layer_name: str, paths: list, filter_index: int) -> tuple[
     import keras
     import numpy as np
 
+    from lab_utils.atlas import model_label
+
     sub = keras.Model(model.inputs, model.get_layer(layer_name).output)
-    module = keras.applications.vgg16 if getattr(model, "_lab_name", "vgg16") == "vgg16" else keras.applications.vgg19
+    module = keras.applications.vgg19 if model_label(model) == "vgg19" else keras.applications.vgg16
 
     def one(path):
         img = keras.utils.load_img(path, target_size=(224, 224))
@@ -227,9 +229,10 @@ def fill_scan_cache(model, layer_name, probe, scan):
     """Put an already computed scan into the kit's cache (as scan_images would)."""
     from lab_utils import cache
     from lab_utils import probe as probe_mod
+    from lab_utils.models import model_fingerprint
 
     try:
-        key = cache.cache_key(kind="scan", model=probe_mod._fingerprint(model, layer_name), layer=layer_name,
+        key = cache.cache_key(kind="scan", model=model_fingerprint(model, upto=layer_name), layer=layer_name,
                               probe=probe.fingerprint())
         cache.save("scans", key, means=scan.means)
     except Exception:  # the kit's key recipe changed: fall back to a real cached scan below

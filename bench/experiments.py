@@ -61,55 +61,28 @@ def scan_batch():
     np.zeros(1)
 
 
-def _xla_step(model, layer_name, jit):
-    """The step of lab_utils.featurevis._compiled_step, optionally XLA-compiled."""
-    import tensorflow as tf
-
-    from lab_utils.featurevis import LEARNING_RATE, channel_objective, fourier_rgb, jitter
-    from lab_utils.models import get_conv_layer, input_submodel, preprocess
-
-    layer = get_conv_layer(model, layer_name)
-    feeder = input_submodel(model, layer_name)
-
-    def objective(spectrum, scale, kernels, biases, shift):
-        x = preprocess(model, jitter(fourier_rgb(spectrum, scale), shift) * 255.0)
-        x = x if feeder is None else feeder(x, training=False)
-        return channel_objective(x, layer, kernels, biases)
-
-    @tf.function(jit_compile=jit)
-    def step(spectrum, m, v, t, scale, kernels, biases, shift):
-        with tf.GradientTape() as tape:
-            tape.watch(spectrum)
-            loss = -tf.reduce_sum(objective(spectrum, scale, kernels, biases, shift))
-        g = tape.gradient(loss, spectrum)
-        m = 0.9 * m + 0.1 * g
-        v = 0.999 * v + 0.001 * g * g
-        return spectrum - LEARNING_RATE * (m / (1 - 0.9 ** t)) / (tf.sqrt(v / (1 - 0.999 ** t)) + 1e-8), m, v
-
-    return step
-
-
 def ascent_xla():
     import numpy as np
     import tensorflow as tf
 
     import lab_utils as lab
-    from lab_utils.featurevis import _frequency_scale, start_spectrum
+    from lab_utils.featurevis import build_ascent_step, channel, frequency_scale, start_spectrum
 
     from .flops import ascent_flops_per_step
 
     model = lab.load_model("vgg16")
     size = 128
     for layer_name, chans in (("block3_conv1", list(range(27, 36))), ("block2_conv2", list(range(10)))):
-        layer = model.get_layer(layer_name)
-        kernels = tf.constant(layer.kernel.numpy()[:, :, :, chans])
-        biases = tf.constant(layer.bias.numpy()[chans])
-        scale = tf.constant(_frequency_scale(size).astype(np.complex64))
+        weights = [channel(layer_name, c).ascent_weights(model) for c in chans]
+        kernels = tf.constant(np.stack([k for k, _ in weights], axis=-1))
+        biases = tf.constant(np.array([b for _, b in weights], np.float32))
+        scale = tf.constant(frequency_scale(size).astype(np.complex64))
         spec = tf.constant(start_spectrum(chans, size, 0))
         flop = ascent_flops_per_step(model, layer_name, len(chans), size)
         for jit in (False, True):
             try:
-                step = _xla_step(model, layer_name, jit)
+                # render_channels' own step (built anew: the render's copy is never XLA-compiled)
+                step, _ = build_ascent_step(model, layer_name, jit_compile=jit)
                 m = v = tf.zeros_like(spec)
                 shift = tf.constant([3, -2], tf.int32)
                 t0 = time.perf_counter()
@@ -119,7 +92,7 @@ def ascent_xla():
                 t0 = time.perf_counter()
                 s = spec
                 for i in range(n):
-                    s, m, v = step(s, m, v, tf.constant(i + 1.0), scale, kernels, biases, shift)
+                    s, m, v, _ = step(s, m, v, tf.constant(i + 1.0), scale, kernels, biases, shift)
                 s.numpy()
                 per = (time.perf_counter() - t0) / n
                 print(f"ascent {layer_name} x{len(chans)} jit_compile={jit}: {per:.3f} s/step, "
@@ -179,44 +152,13 @@ def overhead():
 #   shared    one kernel for the whole render; between notebooks its namespace is
 #             reset (IPython reset(new_session=True): variables gone, execution
 #             count back to 1), imported modules and in-memory caches are kept.
-#   lean      shared, plus two lab_utils changes simulated by patching the kernel
-#             (LEAN_PATCHES: weight heat maps drawn with imshow + text instead of
-#             seaborn.heatmap, which redraws the whole figure once per panel; the
-#             decoded probe set memoized in the process), HTML export of notebook k
-#             in a thread while notebook k+1 runs, and no wait for the kernel's
-#             graceful shutdown at the end.
+#   lean      shared, plus HTML export of notebook k in a thread while notebook
+#             k+1 runs, and no wait for the kernel's graceful shutdown at the end.
+#             (It once also patched lab_utils in the kernel: weight heat maps drawn
+#             with imshow + text, the decoded probe set memoized in the process; both
+#             are lab_utils' own behaviour now, plots.kernel_heatmaps and
+#             images.load_probe_set, so nothing private is patched any more.)
 PRELOAD = "import lab_utils.models"
-LEAN_PATCHES = """
-import functools, numpy as np, matplotlib
-import lab_utils.images, lab_utils.plots as _p
-
-def _draw_weights(ax, w, vmax, annotate=True, fontsize=7):
-    w = np.asarray(w)
-    cmap, norm = matplotlib.colormaps[_p.WEIGHT_CMAP], matplotlib.colors.Normalize(-vmax, vmax)
-    ax.imshow(w, cmap=cmap, norm=norm)
-    if annotate:
-        for (i, j), v in np.ndenumerate(w):
-            r, g, b, _ = cmap(norm(v))
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
-                    color="black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.408 else "white")
-    ax.set_xticks(np.arange(-0.5, w.shape[1]), minor=True)
-    ax.set_yticks(np.arange(-0.5, w.shape[0]), minor=True)
-    ax.grid(which="minor", color="white", linewidth=0.5)
-    ax.tick_params(which="both", length=0)
-    ax.set_xticks([]); ax.set_yticks([])
-
-_p._draw_weights = _draw_weights
-_load = lab_utils.images.load_probe_set
-_memo = {}
-def load_probe_set(source=None, size=224, limit=None, per_class=None):
-    key = (str(source), size, limit, per_class)
-    if key not in _memo:
-        _memo[key] = _load(source, size=size, limit=limit, per_class=per_class)
-    return _memo[key]
-lab_utils.images.load_probe_set = load_probe_set
-"""
-
-
 def _start_kernel(cwd, preload=PRELOAD):
     from jupyter_client.manager import KernelManager
 
@@ -273,10 +215,7 @@ def _render(argv):
     pending = pool.submit(_start_kernel, books[0].parent) if strategy == "prestart" else None
     # the shared kernel's client is used from this thread only (clients are not thread-safe)
     lean = strategy == "lean"
-    # the patches live in their own module namespace: reset() clears the user namespace only
-    patch = f"import types\nexec({LEAN_PATCHES!r}, types.ModuleType('lab_bench_lean').__dict__)"
-    shared = (_start_kernel(books[0].parent, PRELOAD + "\n" + patch if lean else PRELOAD)
-              if strategy in ("shared", "lean") else None)
+    shared = _start_kernel(books[0].parent, PRELOAD) if strategy in ("shared", "lean") else None
     from lab_utils.params import check_values
 
     t_check = time.perf_counter()

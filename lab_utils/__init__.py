@@ -42,7 +42,7 @@ _EXPORTS = {
     "imagenet": ["class_index", "wnid_to_name"],
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
     "probe": ["scan_images", "rank_classes", "rank_groups", "format_groups", "rank_images", "activation_maps", "Scan"],
-    "featurevis": ["visualize_channels", "render_channels", "Visualization"],
+    "featurevis": ["visualize_channels", "render_channels", "render_objectives", "ChannelObjective", "Visualization"],
     "atlas": ["layer_atlas", "LayerAtlas", "write_atlas_page", "atlas_image"],
     "ablation": ["ablate", "Ablation", "format_ablation"],
     "stimuli": ["tuning", "Tuning", "grating"],

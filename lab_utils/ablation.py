@@ -7,7 +7,9 @@ removes that input from the circuit; the filter's response is then recomputed fr
 
     response(mask) = mean over positions of ReLU(conv(X * mask, K[:, :, :, f]) + b[f])
 
-for each image, and averaged over the images the experiment runs on (the filter's top
+for each image: with every channel kept, the objective value
+``featurevis.channel_activation(L, f)`` (the kit's mean activation, after ReLU: what the
+filter passes on; zeroing inputs can only move it down to 0, not below), and averaged over the images the experiment runs on (the filter's top
 probe images: where it responds). ``ablate`` runs the four conditions of ``CONDITIONS``
 in one batched convolution; ``response_with_masks`` is the arithmetic on given inputs.
 Channel indices are 0-based input channels of L; "kept" channels are the rows of the
@@ -75,6 +77,14 @@ class Ablation:
     n_images: int
     table: object
 
+    @property
+    def objective(self):
+        """What ``mean_activation`` measures: ``featurevis.channel_activation(layer_name, filter_index)``
+        (with the condition's input channels zeroed)."""
+        from .featurevis import channel_activation
+
+        return channel_activation(self.layer_name, self.filter_index)
+
     def value(self, condition: str) -> float:
         return float(self.table.loc[self.table["condition"] == condition, "mean_activation"].iloc[0])
 
@@ -106,6 +116,7 @@ def ablate(model, layer_name: str, filter_index: int, images, table) -> Ablation
     with the kept channels of *table* (``circuits.channel_table`` of this filter)."""
     import pandas as pd
 
+    from .featurevis import channel_activation
     from .models import check_filter, get_conv_layer, input_submodel, preprocess
 
     f = check_filter(model, layer_name, filter_index)
@@ -116,8 +127,8 @@ def ablate(model, layer_name: str, filter_index: int, images, table) -> Ablation
     x = preprocess(model, pixels.astype(np.float32))
     feeder = input_submodel(model, layer_name)
     inputs = x if feeder is None else feeder(x, training=False)
-    kernel = layer.kernel.numpy()[:, :, :, f]
-    bias = float(layer.bias.numpy()[f]) if layer.use_bias else 0.0
+    # the objective's own weights; its mean after ReLU is recomputed from masked inputs below
+    kernel, bias = channel_activation(layer_name, f).filter_weights(model)
     masks = condition_masks(table, kernel.shape[2])
     responses = response_with_masks(inputs, kernel, bias, np.stack([m for m, _ in masks.values()]),
                                     layer.strides, layer.padding, layer.dilation_rate)

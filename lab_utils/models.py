@@ -228,6 +228,7 @@ def check_filter(model, layer_name: str, filter_index) -> int:
 
 
 def _inbound_layer(layer):
+    """The layer whose output ``layer`` reads (its first call's), None where it reads nothing."""
     nodes = getattr(layer, "_inbound_nodes", [])
     if not nodes:
         return None
@@ -239,30 +240,52 @@ def _inbound_layer(layer):
     return parents[0]
 
 
-def feeding_layer(model, layer_name: str) -> str:
-    """The conv layer whose output channels are the input channels of ``layer_name``.
+def layers_into(model, layer_name: str, keep_channels: bool = True) -> list:
+    """The layers between the conv layer ``layer_name`` and what feeds its input channels,
+    in forward order: ``[source, *passed]``. The one walk of the model graph (feeding
+    layer, input sub-model): backwards from ``layer_name`` through channel-preserving
+    layers (``_CHANNEL_PRESERVING``: pooling, activation, padding, ...), which pass
+    channel c through as channel c, to the first layer that is not one.
 
-    Walks the model graph backwards through channel-preserving layers (pooling,
-    activation, padding, ...): channel c of ``block2_pool`` is channel c of
-    ``block2_conv2``, so ``feeding_layer(vgg16, "block3_conv1") == "block2_conv2"``.
+    ``source`` is the conv layer whose output channel c is input channel c of
+    ``layer_name``, or the model's ``InputLayer`` (the layer reads the image); ``passed``
+    are the channel-preserving layers in between (Keras layer objects, empty where the
+    layer reads ``source`` directly). ``layers_into(vgg16, "block3_conv1")`` is
+    ``[block2_conv2, block2_pool]``.
+
+    Another kind of layer on the way (Dense, Concatenate, ...) is a LabError, as is a
+    layer with several inputs; with ``keep_channels=False`` it is the ``source`` instead
+    (for callers that only need what the layer reads, not whose channels those are).
+    A layer with no inbound call at all ends the walk with ``source`` None.
     """
     import keras
 
     layer = get_conv_layer(model, layer_name)
+    passed = []
     parent = _inbound_layer(layer)
-    path = []
-    while parent is not None:
-        if _is_conv(parent):
-            return parent.name
-        if isinstance(parent, keras.layers.InputLayer):
-            break
+    while parent is not None and not _is_conv(parent) and not isinstance(parent, keras.layers.InputLayer):
         if type(parent).__name__ not in _CHANNEL_PRESERVING:
+            if not keep_channels:
+                break
             raise LabError(
                 f"cannot trace the input channels of {layer_name!r} through {parent.name!r} "
                 f"({type(parent).__name__}), which does not keep channels"
             )
-        path.append(parent.name)
+        passed.append(parent)
         parent = _inbound_layer(parent)
+    return [parent, *reversed(passed)]
+
+
+def feeding_layer(model, layer_name: str) -> str:
+    """The conv layer whose output channels are the input channels of ``layer_name``.
+
+    Walks the model graph backwards through channel-preserving layers (pooling,
+    activation, padding, ...; ``layers_into``): channel c of ``block2_pool`` is channel
+    c of ``block2_conv2``, so ``feeding_layer(vgg16, "block3_conv1") == "block2_conv2"``.
+    """
+    source = layers_into(model, layer_name)[0]
+    if source is not None and _is_conv(source):
+        return source.name
     raise no_feeder_error(layer_name, conv_layers(model))
 
 
@@ -371,9 +394,9 @@ def input_submodel(model, layer_name: str):
     import keras
 
     layer = get_conv_layer(model, layer_name)
-    parent = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-    if isinstance(parent, keras.layers.InputLayer):
-        return None
+    chain = layers_into(model, layer_name, keep_channels=False)
+    if len(chain) == 1 and isinstance(chain[0], keras.layers.InputLayer):
+        return None  # nothing between the input and the layer: the caller's preprocessed image is its input
     return built_once(model, ("input submodel", layer_name),
                       lambda: keras.Model(model.inputs, layer.input, name=f"{model.name}_into_{layer_name}"))
 

@@ -3,10 +3,14 @@ and to plain colour fields (the tuning curves of the circuits literature).
 
 Every stimulus goes through the network in one batched scan (``probe.scan_images``:
 compiled once, cached on disk by the stimuli's pixels), which answers for every filter
-of the layer at once. A filter's response to a stimulus is its mean activation (after
-ReLU, averaged over positions), as everywhere in the kit; for a grating it is the largest
-over ``N_PHASES`` phases (a shifted grating is the same stimulus to a position-pooled
-response, up to the border).
+of the layer at once. A filter's response to a stimulus is the objective value
+``featurevis.channel_activation(layer, f)``: its mean activation (after ReLU, averaged over
+positions), as everywhere in the kit; for a grating it is the largest over ``N_PHASES``
+phases (a shifted grating is the same stimulus to a position-pooled response, up to the
+border). After the ReLU, not before it like the ascent's ``channel(layer, f)``: a tuning
+curve is what the next layer receives (a filter that is off reads 0, however negative its
+input sum), the quantity of the circuits literature's curves and of the kit's rankings,
+and these numbers are the ones stored in the notebooks.
 
 Orientation: degrees, 0 = vertical stripes (the luminance varies along x), counter-
 clockwise; period: pixels per cycle at the network's input.
@@ -67,6 +71,13 @@ class Tuning:
     colours: dict
 
     @property
+    def objective(self):
+        """What the responses are: ``featurevis.channel_activation(layer_name, filter_index)``."""
+        from .featurevis import channel_activation
+
+        return channel_activation(self.layer_name, self.filter_index)
+
+    @property
     def preferred(self) -> tuple[int, int]:
         i, j = np.unravel_index(int(np.argmax(self.gratings)), self.gratings.shape)
         return self.orientations[i], self.periods[j]
@@ -89,14 +100,19 @@ class Tuning:
 
 
 def tuning(model, layer_name: str, filter_index: int, size: int = STIMULUS_PX) -> Tuning:
-    """The filter's tuning to gratings and colour fields (one cached pass for the layer)."""
+    """The filter's tuning to gratings and colour fields (one cached pass for the layer).
+
+    Responses are the objective ``featurevis.channel_activation(layer_name, filter_index)``
+    (mean after ReLU), read from the layer's scan of the stimuli: the scan holds every filter
+    of the layer, so the other filters' curves cost no pass."""
+    from .featurevis import channel_activation
     from .models import check_filter
     from .probe import scan_images
 
     f = check_filter(model, layer_name, filter_index)
     images, described = stimulus_set(size)
     scan = scan_images(model, layer_name, images)
-    response = scan.means[:, f].astype(np.float64)
+    response = channel_activation(layer_name, f).from_scan(scan).astype(np.float64)
     n_g = len(ORIENTATIONS_DEG) * len(PERIODS_PX) * N_PHASES
     gratings = response[:n_g].reshape(len(ORIENTATIONS_DEG), len(PERIODS_PX), N_PHASES).max(axis=2)
     colours = {d[1]: float(r) for d, r in zip(described[n_g:], response[n_g:])}

@@ -75,5 +75,9 @@ def test_all_inputs_is_the_layers_own_output_through_pooling(tiny_model, probe_i
     for f in range(3):
         result = A.ablate(tiny_model, "c2", f, probe_images[:4], channel_table(tiny_model, "c2", f, 2))
         assert result.table["per_image"].iloc[0] == pytest.approx(scan.means[:, f].tolist(), rel=1e-4, abs=1e-5)
+        # the experiment measures the objective value: the filter's mean after ReLU
+        assert result.objective == lab_utils.featurevis.channel_activation("c2", f)
+        measured = result.objective.measure(tiny_model, probe_images[:4])
+        assert result.table["per_image"].iloc[0] == pytest.approx(measured.tolist(), rel=1e-4, abs=1e-5)
     with pytest.raises(lab_utils.LabError):
         A.ablate(tiny_model, "c2", 0, probe_images[:0], channel_table(tiny_model, "c2", 0, 2))

@@ -218,3 +218,114 @@ def test_strided_layers_keep_the_convolution():
     out = featurevis.channel_objective(tf.ones((2, 8, 8, 3)), layer, kernels, tf.zeros(2))
     expected = tf.linalg.diag_part(tf.reduce_mean(layer.convolution_op(tf.ones((2, 8, 8, 3)), kernels), axis=[1, 2]))
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ objectives as values
+def test_objective_values_labels_and_negation():
+    from lab_utils.featurevis import ChannelObjective, channel, channel_activation, negative_channel
+
+    pos, neg = channel("c2", 3), negative_channel("c2", 3)
+    assert -pos == neg and -neg == pos and pos != neg and neg.sign == -1
+    assert {pos, channel("c2", 3)} == {pos}  # values: equal and hashable by their fields
+    assert pos.label == "c2 channel 3" and neg.label == "-c2 channel 3" and str(neg) == neg.label
+    assert channel_activation("c2", 3).label == "c2 channel 3 after activation"
+    assert pos.cache_parts() == {"layer": "c2", "channel": 3}  # a positive channel's key as before objectives
+    assert neg.cache_parts() == {"layer": "c2", "channel": 3, "sign": -1}
+    with pytest.raises(LabError, match=r"sign .* \+1 or -1"):
+        ChannelObjective("c2", 3, sign=2)
+
+
+def test_negative_channel_lowers_the_pre_relu_mean_and_positive_raises_it(tiny_model):
+    from lab_utils.featurevis import channel, negative_channel
+
+    v = featurevis.render_objectives(tiny_model, [channel("c2", 1), negative_channel("c2", 1)], size=SIZE,
+                                     steps=STEPS, use_cache=False)
+    assert v.channels == [1, 1] and v.labels == ["c2 channel 1", "-c2 channel 1"]
+    assert (v.objective_end > v.objective_start).all()  # each objective rose ...
+    # ... so the channel's own pre-ReLU mean (measured on the uint8 images) went up for the
+    # positive and down for the negative, from the same start image
+    np.testing.assert_array_equal(v.start_images[0], v.start_images[1])
+    sub = lab_utils.models.submodel(tiny_model, "c2", pre_activation=True)
+    pre = lambda imgs: sub.predict(lab_utils.preprocess(tiny_model, imgs.astype("float32")), verbose=0)[..., 1].mean(axis=(1, 2))  # noqa: E731
+    start, end = pre(v.start_images), pre(v.images)
+    assert end[0] > start[0] + 0.1 and end[1] < start[1] - 0.1, (start, end)
+    np.testing.assert_allclose(v.objective_start, [start[0], -start[1]], rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(v.objective_end, [end[0], -end[1]], rtol=0.05, atol=0.05)
+
+
+def test_a_batch_of_objectives_gives_the_images_rendered_alone(tiny_model):
+    from lab_utils.featurevis import channel, negative_channel
+
+    both = featurevis.render_objectives(tiny_model, [negative_channel("c3", 2), channel("c3", 2)], size=SIZE,
+                                        steps=STEPS, use_cache=False)
+    for i, objective in enumerate(both.objectives):
+        alone = featurevis.render_objectives(tiny_model, objective, size=SIZE, steps=STEPS, use_cache=False)
+        diff = np.abs(both.images[i].astype(int) - alone.images[0])
+        assert diff.mean() < 0.5 and diff.max() <= 3, (objective, diff.mean(), diff.max())
+        np.testing.assert_allclose(both.objective_end[i], alone.objective_end[0], rtol=1e-3, atol=1e-3)
+    # the two directions do go to different images
+    assert np.abs(both.images[0].astype(int) - both.images[1]).mean() > 2.0
+
+
+def test_render_channels_is_render_objectives_of_positive_channels_with_the_same_keys(tiny_model, cache_tmp):
+    from lab_utils import cache
+    from lab_utils.featurevis import VIS_VERSION, channel, negative_channel
+
+    assert VIS_VERSION == "fourier-v3"  # stored notebook outputs and caches are keyed by it
+    a = render(tiny_model, "c2", [4, 0, 4], use_cache=True)
+    b = featurevis.render_objectives(tiny_model, [channel("c2", c) for c in (4, 0, 4)], size=SIZE, steps=STEPS,
+                                     use_cache=False)
+    for f in ("images", "start_images", "objective_start", "objective_end"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    assert a.objectives == b.objectives == [channel("c2", 4), channel("c2", 0), channel("c2", 4)]
+    fp = lab_utils.models.model_fingerprint(tiny_model, upto="c2")
+
+    def key(c, **extra):
+        return cache.cache_key(kind="vis", version=VIS_VERSION, model=fp, layer="c2", channel=c, size=SIZE,
+                               steps=STEPS, seed=0, **extra)
+
+    assert {p.stem for p in (cache_tmp / "vis").glob("*.npz")} == {key(4), key(0)}
+    featurevis.render_objectives(tiny_model, [negative_channel("c2", 0)], size=SIZE, steps=STEPS)
+    assert {p.stem for p in (cache_tmp / "vis").glob("*.npz")} == {key(4), key(0), key(0, sign=-1)}
+    # served from the cache: the negative's own entry, not the positive's
+    again = featurevis.render_objectives(tiny_model, [channel("c2", 0), negative_channel("c2", 0)], size=SIZE,
+                                         steps=STEPS)
+    np.testing.assert_array_equal(again.images[0], a.images[1])
+    assert np.abs(again.images[1].astype(int) - again.images[0]).mean() > 2.0
+
+
+def test_measure_is_the_mean_pre_relu_output_times_the_sign(tiny_model, probe_images):
+    from lab_utils.featurevis import channel, channel_activation, measure_objectives, negative_channel
+
+    sub = lab_utils.models.submodel(tiny_model, "c2", pre_activation=True)
+    pre = sub.predict(lab_utils.preprocess(tiny_model, probe_images.astype("float32")), verbose=0)
+    expected = pre.mean(axis=(1, 2))  # (n images, 6 channels)
+    np.testing.assert_allclose(channel("c2", 4).measure(tiny_model, probe_images), expected[:, 4], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(negative_channel("c2", 1).measure(tiny_model, probe_images), -expected[:, 1],
+                               rtol=1e-5, atol=1e-5)
+    after = np.maximum(pre, 0).mean(axis=(1, 2))
+    np.testing.assert_allclose(channel_activation("c2", 1).measure(tiny_model, probe_images, batch_size=4),
+                               after[:, 1], rtol=1e-5, atol=1e-5)
+    # one call, several objectives and batches: the columns in the objectives' order
+    both = measure_objectives(tiny_model, [negative_channel("c2", 1), channel_activation("c2", 5), channel("c2", 0)],
+                              probe_images, batch_size=4)
+    np.testing.assert_allclose(both, np.stack([-expected[:, 1], after[:, 5], expected[:, 0]], axis=1),
+                               rtol=1e-5, atol=1e-5)
+    # a scan holds the same values for every channel
+    scan = lab_utils.scan_images(tiny_model, "c2", probe_images, use_cache=False)
+    for o in (channel("c2", 3), negative_channel("c2", 3), channel_activation("c2", 3)):
+        np.testing.assert_allclose(o.from_scan(scan), o.measure(tiny_model, probe_images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("objectives, pattern", [
+    ([], "objectives is empty"),
+    ([("c2", 0)], "must be a ChannelObjective"),
+    ([featurevis.channel("c2", 0), featurevis.channel("c3", 0)], "one layer, got c2, c3"),
+    ([featurevis.channel("c2", 6)], r"channel of c2 .*out of range; valid: 0\.\.5"),
+    ([featurevis.channel("p1", 0)], "not a conv layer"),
+    ([featurevis.channel_activation("c2", 0)], "not an ascent objective"),
+])
+def test_bad_objectives(tiny_model, objectives, pattern):
+    with pytest.raises(LabError, match=pattern):
+        featurevis.render_objectives(tiny_model, objectives, size=SIZE, steps=1, use_cache=False)

@@ -71,6 +71,39 @@ def test_feeding_layer_through_non_channel_preserving_layers_is_an_error():
     assert "Concatenate" in str(info.value) or "2 inputs" in str(info.value)
 
 
+def test_layers_into_is_the_chain_from_the_feeding_conv_or_the_input():
+    import keras
+
+    inp = keras.Input((None, None, 3), name="image")
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inp)
+    x = keras.layers.MaxPooling2D(name="pool")(a)
+    x = keras.layers.ZeroPadding2D(name="pad")(x)
+    b = keras.layers.Conv2D(3, 3, name="b")(x)
+    c = keras.layers.Conv2D(2, 3, name="c")(b)
+    first = keras.layers.Conv2D(2, 3, name="first")(keras.layers.ZeroPadding2D(name="pad0")(inp))
+    model = keras.Model(inp, [c, first])
+    names = lambda name, **kw: [layer.name for layer in models.layers_into(model, name, **kw)]  # noqa: E731
+    assert names("b") == ["a", "pool", "pad"]  # forward order, the feeding conv layer first
+    assert names("c") == ["b"]                  # read directly
+    assert names("a") == ["image"] and isinstance(models.layers_into(model, "a")[0], keras.layers.InputLayer)
+    assert names("first") == ["image", "pad0"]
+    assert models.feeding_layer(model, "b") == "a" and models.feeding_layer(model, "c") == "b"
+    # what the layer reads: the input sub-model exists exactly where something lies between
+    assert models.input_submodel(model, "a") is None
+    assert models.input_submodel(model, "first") is not None and models.input_submodel(model, "b") is not None
+
+
+def test_layers_into_stops_at_a_layer_that_does_not_keep_channels():
+    model = _branchy_model()
+    with pytest.raises(LabError, match=r"'after_dense'.*'dense' \(Dense\).*does not keep channels"):
+        models.layers_into(model, "after_dense")
+    # where only what the layer reads matters, that layer is the source
+    assert [layer.name for layer in models.layers_into(model, "after_dense", keep_channels=False)] == ["dense"]
+    assert [layer.name for layer in models.layers_into(model, "after_cat", keep_channels=False)] == ["cat"]
+    sub = models.input_submodel(model, "after_dense")
+    assert sub is not None and sub.output_shape[-1] == 5  # the Dense layer's 5 outputs, not the image
+
+
 def test_unknown_and_non_conv_layers_list_the_conv_layers(tiny_model):
     with pytest.raises(LabError) as info:
         models.feeding_layer(tiny_model, "nope")

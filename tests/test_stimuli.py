@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import lab_utils
 from lab_utils import stimuli as S
 
 
@@ -64,3 +65,15 @@ def test_a_vertical_edge_detector_prefers_vertical_stripes_and_ignores_colour_fi
     assert all(v == pytest.approx(0.0, abs=1e-3) for v in vertical.colours.values())  # no edge in a plain field
     assert vertical.gratings.shape == (len(S.ORIENTATIONS_DEG), len(S.PERIODS_PX))
     assert "orientation selectivity 1.00" in vertical.text()
+
+
+def test_tuning_responses_are_the_objective_measured_on_the_stimuli(tiny_model):
+    t = S.tuning(tiny_model, "c2", 3, size=32)
+    assert t.objective == lab_utils.featurevis.channel_activation("c2", 3)
+    images, described = S.stimulus_set(32)
+    measured = t.objective.measure(tiny_model, images).astype(np.float64)
+    n_g = len(S.ORIENTATIONS_DEG) * len(S.PERIODS_PX) * S.N_PHASES
+    per_phase = measured[:n_g].reshape(len(S.ORIENTATIONS_DEG), len(S.PERIODS_PX), S.N_PHASES)
+    np.testing.assert_allclose(t.gratings, per_phase.max(axis=2), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(list(t.colours.values()), measured[n_g:], rtol=1e-4, atol=1e-5)
+    assert t.gratings.max() > 0  # not a silent filter: the comparison compares something
