@@ -58,6 +58,7 @@ class Sizes:
     ascent_repeat: int = 5  # each ascent row is the best of this many timed calls (the bound: best of 5)
     atlas_size: int | None = None   # None: lab_utils.atlas.ATLAS_SIZE (the atlas's defaults)
     atlas_steps: int | None = None  # None: lab_utils.atlas.ATLAS_STEPS
+    check_per_group: int | None = None  # None: lab_utils.retrieval.PER_GROUP (step 1's retrieval check)
 
 
 FULL = Sizes(matmul=(2048, 3072, 4000, 4096), n_images=None, naive_images=50, vis_size=128, steps=64,
@@ -65,7 +66,7 @@ FULL = Sizes(matmul=(2048, 3072, 4000, 4096), n_images=None, naive_images=50, vi
 QUICK = Sizes(matmul=(512,), n_images=16, naive_images=4, vis_size=64, steps=3,
               layers=("block3_conv1", "block4_conv1"),
               render_args=("--only", "02", "-p", "probe_limit", "8", "-p", "steps", "2", "-p", "vis_size", "64"),
-              ascent_repeat=1, atlas_size=32, atlas_steps=2)
+              ascent_repeat=1, atlas_size=32, atlas_steps=2, check_per_group=2)
 
 FILTER = 31         # the kit's default filter (params.py)
 LAYER = "block3_conv1"
@@ -242,23 +243,25 @@ def fill_scan_cache(model, layer_name, probe, scan):
 
 def time_ascent(model, layer_name, channels, size, steps, one_at_a_time=False, repeat=1
                 ) -> tuple[float, float, float]:
-    """(best warm seconds, median warm seconds, first-call seconds) of render_channels without cache.
+    """(best warm seconds, median warm seconds, first-call seconds) of render_objectives without cache.
+    ``channels``: channel indices of ``layer_name`` or ``featurevis.ChannelObjective`` values.
 
     The first call (1 step) traces the compiled step for this batch size; then
     ``steps`` Adam steps plus the end objective are timed ``repeat`` times. The
     best is the rate (the bound is a best-of too: same statistic on both sides);
     the median is what one call typically takes (a render runs each ascent once).
     """
-    from lab_utils.featurevis import render_channels
+    from lab_utils.featurevis import ChannelObjective, channel, render_objectives
 
-    groups = [[c] for c in channels] if one_at_a_time else [list(channels)]
+    objectives = [c if isinstance(c, ChannelObjective) else channel(layer_name, c) for c in channels]
+    groups = [[o] for o in objectives] if one_at_a_time else [objectives]
     t0 = time.perf_counter()
-    render_channels(model, layer_name, groups[0], size=size, steps=1, use_cache=False)
+    render_objectives(model, groups[0], size=size, steps=1, use_cache=False)
     first = time.perf_counter() - t0
 
     def all_groups():
         for g in groups:
-            render_channels(model, layer_name, g, size=size, steps=steps, use_cache=False)
+            render_objectives(model, g, size=size, steps=steps, use_cache=False)
 
     times = []
     for _ in range(repeat):
@@ -476,9 +479,12 @@ def run(args) -> int:
     S, V = sizes.steps, sizes.vis_size
     asc = {}
     nb = len(neighbours)
+    from lab_utils.featurevis import channel, negative_channel
+
+    filter_batch = [channel(LAYER, c) for c in [FILTER] + neighbours] + [negative_channel(LAYER, FILTER)]
     cases = [  # (key, layer, channels, one at a time, label); the batched rows are what the notebooks run
-        ("filter+nb", LAYER, [FILTER] + neighbours, False,
-         f"ascent {LAYER} filter {FILTER} + {nb} neighbours, batched ({1 + nb} images; notebook 02)"),
+        ("filter+nb", LAYER, filter_batch, False,
+         f"ascent {LAYER} filter {FILTER} + {nb} neighbours + its negative, batched ({2 + nb} images; notebook 02)"),
         ("filter", LAYER, [FILTER], False, f"ascent {LAYER} filter {FILTER} alone (1 image; one at a time)"),
         ("ten", feeder, ten, False, f"ascent {feeder}: the filter's {len(ten)} channels, batched (notebook 04)"),
         ("ten-1", feeder, ten, True, f"ascent {feeder}: the same {len(ten)} channels one at a time"),
@@ -493,8 +499,8 @@ def run(args) -> int:
         asc[key] = (per_step, rate, t, first, t_median)
         ratio = f"{rate:.1f} GFLOP/s = {rate / bound:.2f} of bound"
         target, met = "GFLOP/s >= 0.70 bound", rate / bound >= 0.70
-        if key == "filter":  # one at a time, the 1 + nb images would take (1 + nb) x this step
-            speedup = (1 + nb) * per_step / asc["filter+nb"][0]
+        if key == "filter":  # one at a time, the 2 + nb images would take (2 + nb) x this step
+            speedup = (2 + nb) * per_step / asc["filter+nb"][0]
             ratio += f"; batched {speedup:.2f}x faster per image"
             target, met = "batched >= 1x", speedup >= 1.0
         elif key == "ten-1":
@@ -515,11 +521,26 @@ def run(args) -> int:
     t_stimuli = time.perf_counter() - t0
     rows.append(Row(f"stimuli pass {LAYER}: {len(stimuli)} gratings and colour fields at {stimuli.shape[1]} px "
                     f"(notebook 04)", t_stimuli, "s"))
+    # step 1's retrieval check (notebook 01): the retrieval set through the whole conv base, with the
+    # trained weights and with random weights; the first call builds the random copy and traces both
+    from lab_utils.retrieval import PER_GROUP, model_check, retrieval_set
+
+    check_images = retrieval_set(per_group=sizes.check_per_group or PER_GROUP)
+    log(f"step 1 retrieval check: {len(check_images)} images at {check_images.size} px, trained + random weights")
+    t0 = time.perf_counter()
+    model_check(model, images=check_images, use_cache=False)
+    traces += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model_check(model, images=check_images, use_cache=False)
+    t_check = time.perf_counter() - t0
+    traces -= t_check  # what the first call cost beyond the pass itself: the copy and the traces
+    rows.append(Row(f"step 1 retrieval check: {len(check_images)} images at {check_images.size} px through the "
+                    f"conv base, trained and random weights (notebook 01)", t_check, "s"))
     # a render runs each ascent once: its typical (median) time, not its best, is in the render's wall time
-    compute = scan_time[LAYER] + t_stimuli + asc["filter+nb"][4] + asc["ten"][4]
-    compute_best = scan_time[LAYER] + t_stimuli + asc["filter+nb"][2] + asc["ten"][2]
-    rows.append(Row(f"compute of a render: scan {LAYER} + stimuli pass + the two batched ascents ({S} steps "
-                    f"each; median of {sizes.ascent_repeat} calls)", compute, "s",
+    compute = scan_time[LAYER] + t_stimuli + t_check + asc["filter+nb"][4] + asc["ten"][4]
+    compute_best = scan_time[LAYER] + t_stimuli + t_check + asc["filter+nb"][2] + asc["ten"][2]
+    rows.append(Row(f"compute of a render: scan {LAYER} + stimuli pass + step 1 check + the two batched ascents "
+                    f"({S} steps each; median of {sizes.ascent_repeat} calls)", compute, "s",
                     f"{compute_best:.0f} s with the best calls; + {traces:.1f} s tracing (first calls)"))
 
     # 5. atlas: every filter of a layer, batch by batch (opt-in: ./render.sh --atlas LAYER)

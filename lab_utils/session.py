@@ -242,12 +242,14 @@ class LabSetup:
         return [c for c in range(lo, min(n_out, lo + k + 1)) if c != f][:k]
 
     def filter_visualizations(self):
-        """Ascent for the filter and its neighbours, one batch: Visualization (filter first)."""
-        from .featurevis import render_channels
+        """Ascent for the filter, its neighbours and the filter's negative (the image that
+        lowers its pre-ReLU output most), one batch: Visualization, rows in that order."""
+        from .featurevis import channel, negative_channel, render_objectives
 
-        return render_channels(self.model, self.layer_name, [self.filter_index] + self.neighbours(),
-                               size=self.vis_size, steps=self.steps, seed=self.seed,
-                               desc=f"ascent {self.layer_name} filter + neighbours")
+        layer, f = self.layer_name, self.filter_index
+        objectives = [channel(layer, c) for c in [f] + self.neighbours()] + [negative_channel(layer, f)]
+        return render_objectives(self.model, objectives, size=self.vis_size, steps=self.steps, seed=self.seed,
+                                 desc=f"ascent {layer} filter + neighbours + negative")
 
     def filter_visualization(self):
         from .featurevis import render_channels

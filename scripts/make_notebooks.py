@@ -148,10 +148,12 @@ filter is silent on the start image. The neighbouring filters of the same layer
 are shown for context: they were optimized in the same batch.
 """),
     code("""
-vis = setup.filter_visualizations()
+vis = setup.filter_visualizations()  # the filter, its neighbours, then the filter's negative
 print(f"filter {setup.filter_index}: mean pre-ReLU output {vis.objective_start[0]:.1f} on the start image "
-      f"-> {vis.objective_end[0]:.1f} after {setup.steps} steps")
-titles = [f"filter {c}" + (" (chosen)" if c == setup.filter_index else "") for c in vis.channels]
+      f"-> {vis.objective_end[0]:.1f} after {setup.steps} steps; its negative: "
+      f"{-vis.objective_start[-1]:.1f} -> {-vis.objective_end[-1]:.1f}")
+titles = [f"filter {o.channel}" + (" (chosen)" if o.channel == setup.filter_index else "") if o.sign > 0
+          else f"filter {o.channel}: negative\\n(lowers its output)" for o in vis.objectives]
 fig = plots.image_grid(vis.images, titles, ncols=5, title=f"{setup.layer_name}: synthesized images")
 """),
     md("""
@@ -205,6 +207,8 @@ plots.as_jpeg(plots.top_images_overlay(images, maps, titles,
 ## The other end: what the filter is tuned against
 After its ReLU the filter is 0 on many images alike; *before* the ReLU its output
 still ranks them. These probe images drive it lowest: what it responds against.
+The synthesized "negative" above (last image) is the same question asked by
+gradient descent: the image that lowers the filter's pre-ReLU output most.
 """),
     code("""
 bottom = setup.bottom_images()
