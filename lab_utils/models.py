@@ -461,6 +461,7 @@ def load_full_model_or_none(name: str = "vgg16"):
     try:
         return load_model(name, include_top=True)
     except ResourceMissingError as exc:
-        print(f"Classifier-top weights for {name} are not available here, so this demo is skipped "
-              f"(the rest of the lab needs only the convolutional weights). {str(exc).split('. Fix: ')[-1]}")
+        print(f"Classifier-top weights for {name} are not available here, so the top-5 classification is skipped "
+              f"(the lab needs only the convolutional weights, which the retrieval check verifies). "
+              f"{str(exc).split('. Fix: ')[-1]}")
         return None
