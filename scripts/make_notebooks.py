@@ -6,14 +6,19 @@
 Keeping the notebooks' text here makes the shared cells (parameters, checks,
 student answer cells) identical in all five, and every change reviewable.
 """
+import copy
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from lab_utils.evidence import ANSWER_MARK, KIT_METADATA, NAMES_MARK, NAMES_PLACEHOLDER, PLACEHOLDER
 from lab_utils.params import parameters_cell
+from lab_utils.rubric import load_rubric
 
 OUT = Path(__file__).resolve().parent.parent / "notebooks"
+# Exercise solution notebooks: outside notebooks/, which nbval runs (a student version fails by design).
+EXERCISES = OUT.parent / "exercises"
 
 # Generated from the parameter schema (lab_utils/params.py): one place for names, defaults, docs.
 PARAMETERS = parameters_cell()
@@ -34,10 +39,17 @@ assert CHECK_AND_RECORD != CHECK
 
 
 def student(title: str, prompt: str):
-    """A cell the student writes: same marker everywhere, tagged 'student'."""
-    return new_markdown_cell(
-        f"### ✍️ YOUR ANSWER: {title}\n\n*{prompt}*\n\n> _(write here: replace this line)_",
-        metadata={"tags": ["student"]})
+    """A cell the student writes: same marker everywhere, tagged 'student', its title in the
+    kit's metadata (grading finds it even where the student rewrote the heading)."""
+    return new_markdown_cell(f"{ANSWER_MARK} {title}\n\n*{prompt}*\n\n{PLACEHOLDER}",
+                             metadata={"tags": ["student"], KIT_METADATA: {"answer": title}})
+
+
+def names_cell():
+    """Notebook 01's team names: the display name of the hand-in on the grader's pages."""
+    return new_markdown_cell(f"{NAMES_MARK} team names\n\n*Who handed this in: each name on its own line, "
+                             f"or separated by commas.*\n\n{NAMES_PLACEHOLDER}",
+                             metadata={"tags": ["student", "names"], KIT_METADATA: {"answer": "team names"}})
 
 
 def md(text):
@@ -48,9 +60,11 @@ def code(src):
     return new_code_cell(src.strip())
 
 
-def header(number, title, points, intro, check=CHECK):
+def header(number, title, intro, check=CHECK):
+    """The first cells of step *number*'s notebook. Its heading's first line is replaced from
+    the rubric (``build_notebooks``): *title* stands where no rubric item scores the step."""
     return [
-        md(f"# Step {number}: {title}{f' ({points} points)' if points else ''}\n\n{intro.strip()}\n\n"
+        md(f"# Step {number}: {title}\n\n{intro.strip()}\n\n"
            "Cells marked **✍️ YOUR ANSWER** are yours to write; everything else is generated. "
            "Change the parameters in the next cell (all indices are **0-based**), then *Run All*."),
         new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
@@ -60,13 +74,13 @@ def header(number, title, points, intro, check=CHECK):
 
 NOTEBOOKS = {}
 
-NOTEBOOKS["01_model_choice"] = header(1, "choose a pretrained model", 3, """
+NOTEBOOKS["01_model_choice"] = header(1, "choose a pretrained model", """
 We study a convolutional network trained on ImageNet (1000 classes). The kit's
 default is **VGG16** (Simonyan & Zisserman, 2014): 13 convolution layers, every
 kernel 3x3, ReLU after each, max-pooling between blocks, no residual branches.
 That plain chain is what makes circuits easy to read: the input channels of a
 filter are exactly the output channels of the conv layer before it.
-""") + [
+""")[:1] + [names_cell()] + header(1, "", "")[1:] + [
     md("""
 ## The convolutional layers
 One row per conv layer, 0-based. *Mid-level* layers have conv layers both
@@ -122,7 +136,7 @@ else:
             "no residual branches, trained on ImageNet. What would make circuits harder to read in a ResNet or Inception?"),
 ]
 
-NOTEBOOKS["02_filter_selection"] = header(2, "choose a multi-channel filter in a mid-level layer", 4, """
+NOTEBOOKS["02_filter_selection"] = header(2, "choose a multi-channel filter in a mid-level layer", """
 A **filter** is the whole kernel of one output channel of a conv layer
 (`kernel[:, :, :, filter_index]`, e.g. 3x3x128 for `block3_conv1`). We look at
 the chosen filter twice: what image excites it most (feature visualization by
@@ -250,7 +264,7 @@ explorer.atlas()
             "where the activation maps light up. Notebook 04 will test it."),
 ]
 
-NOTEBOOKS["03_channel_analysis"] = header(3, "analyze each channel of the filter", 4, """
+NOTEBOOKS["03_channel_analysis"] = header(3, "analyze each channel of the filter", """
 A filter of `block3_conv1` sums over 128 input channels. Its **single-channel
 filters** are the 3x3 slices `kernel[:, :, c, filter_index]`, one per input
 channel `c`. The **L2 norm** of a slice (square root of the sum of its squared
@@ -291,7 +305,7 @@ fig = plots.kernel_heatmaps(table)
             "orientation or position preferences?"),
 ]
 
-NOTEBOOKS["04_channel_visualization"] = header(4, "visualize the channels and explain the circuit", 4, """
+NOTEBOOKS["04_channel_visualization"] = header(4, "visualize the channels and explain the circuit", """
 Each kept input channel `c` is an output channel of the **feeding layer**: the
 conv layer before the filter's layer in the model graph. Max-pooling keeps
 channels, so channel `c` of `block2_pool` is channel `c` of `block2_conv2`; the
@@ -377,7 +391,7 @@ fig = plots.ablation_chart(ablation)
     student("verdict on the hypothesis", "Is the hypothesis of notebook 02 supported or refuted by the circuit? Why?"),
 ]
 
-NOTEBOOKS["05_summary"] = header(5, "summary of the circuit", None, """
+NOTEBOOKS["05_summary"] = header(5, "summary of the circuit", """
 One page with the evidence: the filter's synthesized image, its top classes and
 images, the circuit (channel images, weights, categories) and the verdict. The
 numbers are generated from the cached results of notebooks 02-04 (or computed
@@ -406,17 +420,151 @@ fig = plots.circuit_figure(setup.channel_visualizations(table).images, table, se
 ]
 
 
-def build_notebooks() -> dict:
-    """{notebook name: NotebookNode without outputs}: what main() writes."""
-    books = {}
-    for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(cells=cells, metadata={
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"}})
-        for i, cell in enumerate(nb.cells):
-            cell["id"] = f"{name[:2]}-{i:02d}"
-        books[name] = nb
+# ------------------------------------------------------------------ exercise variants
+# Solution versions (exercises/*_solution.ipynb); `python -m lab_utils.exercises` strips the
+# marked regions into the student versions. Each exercise: a task, the cell the student
+# writes (solution between the markers), and a check cell that prints a CHECK line.
+EXERCISE_CHECK = "from lab_utils import exercises\n_ = exercises.{call}"
+
+ASCENT_EXERCISE = [
+    md("""
+## Exercise: one gradient-ascent step
+Write `ascent_step(image, learning_rate)`: the image after **one** step of gradient
+ascent on the chosen filter. `image` is float32 `(1, H, W, 3)`, RGB in 0..255 (before
+the model's preprocessing). The value to raise is the filter's **mean pre-ReLU output**
+(`to_layer` below gives the layer's output before its ReLU; apply
+`lab.preprocess(setup.model, x)` first). Take its gradient `g` with respect to the
+image (`tf.GradientTape`), normalize it by its L2 norm (`tf.norm(g)`), and return
+`image + learning_rate * g / ||g||` as a numpy array. The check compares your step with
+`lab_utils.exercises.reference_ascent_step` on a random image.
+"""),
+    code("""
+import tensorflow as tf
+
+to_layer = lab.submodel(setup.model, setup.layer_name, pre_activation=True)
+
+
+def ascent_step(image, learning_rate):
+    \"\"\"image: float32 (1, H, W, 3), RGB 0..255; returns the image after one ascent step.\"\"\"
+    ### BEGIN SOLUTION: return image
+    x = tf.convert_to_tensor(image)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_mean(to_layer(lab.preprocess(setup.model, x))[..., setup.filter_index])
+    g = tape.gradient(value, x)
+    return (x + learning_rate * g / tf.norm(g)).numpy()
+    ### END SOLUTION
+"""),
+    code(EXERCISE_CHECK.format(call="check_ascent_step(ascent_step, setup)")),
+    md("Your step, repeated 20 times from grey noise (no jitter, no Fourier basis: compare with the kit's image above):"),
+    code("""
+import numpy as np
+
+image = (128 + 20 * np.random.default_rng(setup.seed).standard_normal((1, 64, 64, 3))).astype("float32")
+for _ in range(20):
+    image = np.clip(ascent_step(image, 200.0), 0, 255)
+fig = plots.image_grid(image.astype("uint8"), [f"20 of your steps, filter {setup.filter_index}"], ncols=1, cell=2.6)
+"""),
+]
+
+CHANNEL_EXERCISES = [
+    md("""
+## Exercise 1: the L2 norm of each single-channel filter
+`kernel` below is the filter, shape `(3, 3, c_in)`; its single-channel filter `c` is
+`kernel[:, :, c]`. Write `norms`: the L2 norm of every slice (square root of the sum of
+its squared weights), a numpy array of shape `(c_in,)`, index = input channel.
+"""),
+    code("""
+import numpy as np
+
+kernel = setup.model.get_layer(setup.layer_name).kernel.numpy()[:, :, :, setup.filter_index]  # (3, 3, c_in)
+### BEGIN SOLUTION: norms = None
+norms = np.sqrt((kernel ** 2).sum(axis=(0, 1)))
+### END SOLUTION
+"""),
+    code(EXERCISE_CHECK.format(call="check_channel_norms(norms, setup)")),
+    md("""
+## Exercise 2: rank them
+Write `top_channels`: the `setup.top_k` input channels with the largest norms, strongest
+first, as 0-based channel numbers (ties: the lower channel first).
+"""),
+    code("""
+### BEGIN SOLUTION: top_channels = None
+top_channels = [int(c) for c in np.argsort(-norms, kind="stable")[:setup.top_k]]
+### END SOLUTION
+"""),
+    code(EXERCISE_CHECK.format(call="check_top_channels(top_channels, setup)")),
+    md("""
+## Exercise 3: the two categorization rules
+For each channel of `top_channels` (in that order) write its category by both rules, as
+lists of `"excitatory"`, `"inhibitory"` or `"balanced"`:
+- `by_sign_count`: more positive than negative weights: excitatory; more negative:
+  inhibitory; as many: balanced;
+- `by_sum`: the sum of the 9 weights is positive: excitatory; negative: inhibitory; zero
+  (within 1e-6 of the slice's sum of absolute values): balanced.
+"""),
+    code("""
+### BEGIN SOLUTION: by_sign_count = None; by_sum = None
+def by_signs(w):
+    positive, negative = int((w > 0).sum()), int((w < 0).sum())
+    return "excitatory" if positive > negative else "inhibitory" if negative > positive else "balanced"
+
+
+def by_total(w):
+    total = float(w.sum())
+    return "balanced" if abs(total) <= 1e-6 * float(np.abs(w).sum()) else "excitatory" if total > 0 else "inhibitory"
+
+
+by_sign_count = [by_signs(kernel[:, :, c]) for c in top_channels]
+by_sum = [by_total(kernel[:, :, c]) for c in top_channels]
+### END SOLUTION
+"""),
+    code(EXERCISE_CHECK.format(call="check_categories(by_sign_count, by_sum, setup)")),
+]
+
+
+def exercise_variants() -> dict:
+    """{file stem: cells} of the exercise solution notebooks: notebook 02 with the ascent
+    step to write (after its feature visualization), notebook 03 with the norms, the ranking
+    and the two rules to write (before the kit's own table)."""
+    two = list(NOTEBOOKS["02_filter_selection"])
+    at = next(i for i, c in enumerate(two) if "filter_visualizations()" in c.source) + 1
+    three = list(NOTEBOOKS["03_channel_analysis"])
+    return {"02_filter_selection_solution": two[:at] + ASCENT_EXERCISE + two[at:],
+            "03_channel_analysis_solution": three[:3] + CHANNEL_EXERCISES + three[3:]}
+
+
+def build_notebooks(rubric=None) -> dict:
+    """{notebook name: NotebookNode without outputs}: what main() writes. Each step's heading
+    comes from *rubric* (default ``data/rubric.yaml``); each notebook carries its lab step in
+    the kit's metadata (grading recognizes renamed files by it)."""
+    return {name: _notebook(name, cells, rubric) for name, cells in NOTEBOOKS.items()}
+
+
+def build_exercises(rubric=None) -> dict:
+    """{file stem: NotebookNode}: the exercise solution notebooks (``exercise_variants``)."""
+    books = {name: _notebook(name, cells, rubric) for name, cells in exercise_variants().items()}
+    for nb in books.values():
+        nb.metadata[KIT_METADATA]["exercise"] = "solution"
     return books
+
+
+def _notebook(name: str, cells: list, rubric=None):
+    """One notebook: *cells* with the step's heading from *rubric*, the kit's metadata
+    (its lab step and name: grading recognizes renamed files by it) and stable cell ids."""
+    rubric = load_rubric() if rubric is None else rubric
+    step = int(name[:2])
+    cells = copy.deepcopy(cells)
+    first, rest = cells[0].source.split("\n", 1)
+    default_title = first.split(": ", 1)[1]
+    cells[0].source = f"# {rubric.step_heading(step, default_title)}\n{rest}"
+    nb = new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        KIT_METADATA: {"step": step, "notebook": name.replace("_solution", "")}})
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{name[:2]}-{i:02d}"
+    return nb
 
 
 def main():
@@ -424,6 +572,10 @@ def main():
     for name, nb in build_notebooks().items():
         nbformat.write(nb, OUT / f"{name}.ipynb")
         print("wrote", OUT / f"{name}.ipynb")
+    EXERCISES.mkdir(exist_ok=True)
+    for name, nb in build_exercises().items():
+        nbformat.write(nb, EXERCISES / f"{name}.ipynb")
+        print("wrote", EXERCISES / f"{name}.ipynb")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,19 @@ def test_committed_notebooks_equal_the_generator():
         assert stored.metadata.get("kernelspec") == nb.metadata["kernelspec"], name
 
 
+def test_committed_exercise_solutions_equal_the_generator():
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "scripts" / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    books = module.build_exercises()
+    assert sorted(books) == sorted(p.stem for p in (ROOT / "exercises").glob("*.ipynb"))
+    for name, nb in books.items():
+        stored = nbformat.read(ROOT / "exercises" / f"{name}.ipynb", as_version=4)
+        assert shape(stored) == shape(nb), f"{name}: run scripts/make_notebooks.py"
+        assert stored.metadata["cnn_circuits_lab"] == {"step": int(name[:2]), "notebook": name[:-len("_solution")],
+                                                       "exercise": "solution"}
+
+
 def test_parameters_cell_is_the_schema():
     cell = parameters_cell()
     namespace: dict = {}

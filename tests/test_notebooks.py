@@ -46,7 +46,12 @@ def test_five_notebooks_in_order_with_one_parameters_cell():
         for name in PARAMETERS:  # every student choice is in the one parameters cell
             assert f"\n{name} = " in "\n" + tagged[0].source, (book.name, name)
         students = [c for c in nb.cells if "student" in c.metadata.get("tags", [])]
-        assert students and all(c.source.startswith("### ✍️ YOUR ANSWER") for c in students), book.name
+        names = [c for c in students if "names" in c.metadata.get("tags", [])]
+        assert len(names) == (1 if book.name.startswith("01") else 0), book.name  # the team's names: in 01
+        assert all(c.source.startswith("### ✍️ TEAM: team names") for c in names)
+        answers = [c for c in students if c not in names]
+        assert answers and all(c.source.startswith("### ✍️ YOUR ANSWER") for c in answers), book.name
+        assert nb.metadata["cnn_circuits_lab"]["step"] == int(book.name[:2])  # renamed files are still recognized
         # no analysis code of its own: code cells only call into lab_utils / plots
         for c in nb.cells:
             if c.cell_type == "code":

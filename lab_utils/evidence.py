@@ -1,0 +1,239 @@
+"""What a lab hand-in shows, read from its notebooks without running anything: which lab
+step each notebook is, its answer cells (written or still the placeholder, word counts),
+the team's names, the parameters it ran with, whether it ran without an error, and its
+exercise checks. ``grading`` puts one student's notebooks together against the rubric.
+
+How the kit marks its notebooks (``scripts/make_notebooks.py`` writes it; students keep it
+when they rename a file, since it lives inside the notebook):
+- notebook metadata ``cnn_circuits_lab: {step: N, notebook: "0N_..."}``;
+- every answer cell: tag ``student`` and metadata ``cnn_circuits_lab: {answer: TITLE}``;
+  notebook 01's names cell also has the tag ``names``;
+- exercise check cells print lines ``CHECK <name>: PASS`` or ``CHECK <name>: FAIL - hint``.
+Notebooks without the metadata are recognized by their file name (``03_...``, ``step3``)
+or their first heading (``# Step 3: ...``). No TensorFlow here; nbformat is not needed
+either (notebooks are JSON dicts).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .choice import SOURCES
+
+KIT_METADATA = "cnn_circuits_lab"
+ANSWER_MARK = "### ✍️ YOUR ANSWER:"
+NAMES_MARK = "### ✍️ TEAM:"
+PLACEHOLDER = "> _(write here: replace this line)_"
+NAMES_PLACEHOLDER = "> _(your names here: one per line, or separated by commas)_"
+STEP_NOTEBOOKS = {1: "01_model_choice", 2: "02_filter_selection", 3: "03_channel_analysis",
+                  4: "04_channel_visualization", 5: "05_summary"}
+CHECK_RE = re.compile(r"^CHECK (?P<name>[^:\n]{1,80}): (?P<result>PASS|FAIL)(?: - (?P<hint>.*))?$", re.M)
+_FILE_STEP_RE = re.compile(r"^0?([1-5])(?:[_\- .]|$)|step[_\- ]?0?([1-5])(?!\d)", re.I)
+_HEADING_STEP_RE = re.compile(r"^#\s*Step\s+([1-5])\b", re.I | re.M)
+_WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def _kit_meta(obj) -> dict:
+    meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+    value = meta.get(KIT_METADATA, {}) if isinstance(meta, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tags(cell) -> list:
+    meta = cell.get("metadata", {})
+    tags = meta.get("tags", []) if isinstance(meta, dict) else []
+    return tags if isinstance(tags, list) else []
+
+
+@dataclass(frozen=True)
+class StepFound:
+    """The lab step of a notebook (1-5, or None) and how it was recognized:
+    "metadata", "file name" or "heading"."""
+
+    step: int | None
+    how: str = ""
+
+
+def lab_step(nb: dict, file_name: str = "") -> StepFound:
+    """Which lab step *nb* is: the kit's metadata first (survives renaming), then the file
+    name (``02_x.ipynb``, ``step2.ipynb``), then a ``# Step N:`` heading in its first cells."""
+    step = _kit_meta(nb).get("step")
+    if isinstance(step, int) and not isinstance(step, bool) and step in STEP_NOTEBOOKS:
+        return StepFound(step, "metadata")
+    stem = file_name.rsplit("/", 1)[-1]
+    m = _FILE_STEP_RE.search(stem)
+    if m:
+        return StepFound(int(m.group(1) or m.group(2)), "file name")
+    for cell in nb.get("cells", [])[:3]:
+        if cell.get("cell_type") == "markdown":
+            m = _HEADING_STEP_RE.search(_source(cell))
+            if m:
+                return StepFound(int(m.group(1)), "heading")
+    return StepFound(None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer cell: its title, the student's words (heading, prompt and placeholder
+    left out), and whether the placeholder line is still there."""
+
+    title: str
+    text: str
+    placeholder_left: bool
+
+    @property
+    def words(self) -> int:
+        return len(_WORD_RE.findall(self.text))
+
+    @property
+    def written(self) -> bool:
+        return self.words > 0
+
+    def describe(self) -> str:
+        return f"{self.words} words" if self.written else "not written (placeholder)"
+
+
+def _answer_title(cell, mark: str) -> str:
+    title = _kit_meta(cell).get("answer")
+    if isinstance(title, str) and title.strip():
+        return title.strip()
+    first = _source(cell).lstrip().split("\n", 1)[0]
+    return first[len(mark):].strip() if first.startswith(mark) else ""
+
+
+def _student_text(source: str, mark: str, placeholder: str) -> tuple[str, bool]:
+    """The cell's text without the kit's heading, its italic prompt and the placeholder."""
+    lines = source.strip().split("\n")
+    kept, left = [], False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(mark) or (stripped == placeholder) or (i == 0 and stripped.startswith("#")):
+            left = left or stripped == placeholder
+            continue
+        if i <= 3 and stripped.startswith("*") and stripped.endswith("*") and not stripped.startswith("**"):
+            continue  # the prompt, right under the heading
+        kept.append(line)
+    return "\n".join(kept).strip(), left
+
+
+def answers(nb: dict) -> list[Answer]:
+    """The notebook's answer cells (tag ``student`` or the kit's heading), in order; the
+    names cell is not one of them (``team_names``)."""
+    found = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        src = _source(cell)
+        is_answer = "student" in _tags(cell) or src.lstrip().startswith(ANSWER_MARK)
+        if not is_answer or "names" in _tags(cell) or src.lstrip().startswith(NAMES_MARK):
+            continue
+        text, left = _student_text(src, ANSWER_MARK, PLACEHOLDER)
+        found.append(Answer(_answer_title(cell, ANSWER_MARK), text, left))
+    return found
+
+
+def team_names(nb: dict) -> list[str]:
+    """The names written in the names cell (one per line, or separated by commas or "and";
+    list markers dropped), or [] where it is missing or not filled in."""
+    for cell in nb.get("cells", []):
+        src = _source(cell)
+        if cell.get("cell_type") == "markdown" and ("names" in _tags(cell) or src.lstrip().startswith(NAMES_MARK)):
+            text, _ = _student_text(src, NAMES_MARK, NAMES_PLACEHOLDER)
+            parts = re.split(r"\n|,|;|\band\b", text)
+            names = [" ".join(re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", p).split()) for p in parts]
+            return [n.strip("*_ ") for n in names if n.strip("*_ ")]
+    return []
+
+
+def parameters_shown(nb: dict) -> dict[str, str]:
+    """name -> value (its repr, as printed) from the check cell's "where each value comes
+    from" lines (``LabSetup.describe``): the values the notebook really ran with. {} where
+    the check cell did not run."""
+    values: dict[str, str] = {}
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code" or "check_parameters" not in _source(cell):
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            if "where each value comes from:" not in text:
+                continue
+            for line in text.split("where each value comes from:", 1)[1].split("\n"):
+                m = re.match(r"^  (\w+)\s*= (.*)$", line)
+                if not m:
+                    continue
+                value = m.group(2).rstrip()
+                for source in SOURCES:
+                    if value.endswith(source):
+                        value = value[: -len(source)].rstrip()
+                        break
+                values[m.group(1)] = value
+        if values:
+            return values
+    return values
+
+
+@dataclass(frozen=True)
+class Check:
+    """One exercise check printed by a check cell: ``CHECK name: PASS`` or ``FAIL - hint``."""
+
+    name: str
+    passed: bool
+    hint: str = ""
+
+
+def exercise_checks(nb: dict) -> list[Check]:
+    """Every ``CHECK`` line in the notebook's stored stream outputs, in order (the last
+    result of a name wins: a check re-run after a fix replaces its failure)."""
+    results: dict[str, Check] = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if out.get("output_type") != "stream":
+                continue
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            for m in CHECK_RE.finditer(text):
+                results[m.group("name").strip()] = Check(m.group("name").strip(), m.group("result") == "PASS",
+                                                         (m.group("hint") or "").strip())
+    return list(results.values())
+
+
+@dataclass(frozen=True)
+class NotebookEvidence:
+    """What one notebook shows. ``ran``: some code cell has an execution count; ``error_cells``:
+    code cells holding an error output; ``code_cells``: how many code cells it has."""
+
+    file: str
+    step: StepFound
+    answers: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    ran: bool = False
+    error_cells: int = 0
+    code_cells: int = 0
+
+    @property
+    def ran_clean(self) -> bool:
+        return self.ran and self.error_cells == 0
+
+    def run_text(self) -> str:
+        if not self.ran:
+            return "not run (no outputs)"
+        if self.error_cells:
+            return f"errors in {self.error_cells} cell{'s' if self.error_cells != 1 else ''}"
+        return "ran without an error"
+
+
+def notebook_evidence(nb: dict, file_name: str) -> NotebookEvidence:
+    """Everything this module reads from one notebook (a JSON dict or nbformat node)."""
+    codes = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    errors = sum(any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in codes)
+    ran = any(c.get("execution_count") is not None for c in codes)
+    return NotebookEvidence(file_name, lab_step(nb, file_name), answers(nb), team_names(nb), parameters_shown(nb),
+                            exercise_checks(nb), ran, errors, len(codes))

@@ -1,0 +1,238 @@
+"""One student's (or team's) lab hand-in against the rubric: the evidence for each rubric
+item, the score sheet and the gradebook row. Points stay the grader's: the kit shows what
+it can check (answers written, notebooks ran, parameters agree, exercise checks, steps
+missing) and leaves every points cell empty.
+
+Inputs are ``evidence.NotebookEvidence`` values (read without running anything) and a
+``rubric.Rubric``; no TensorFlow, no notebook execution here.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+
+from .evidence import STEP_NOTEBOOKS, NotebookEvidence
+from .rubric import Rubric, RubricItem, points_text
+
+# Parameters that must agree across a student's notebooks: the five notebooks study one
+# filter. Sizes of the ascent or the probe set may differ between notebooks without
+# changing what is graded.
+SHARED_PARAMETERS = ("model_name", "layer_name", "filter_index", "top_k", "probe_set", "probe_limit",
+                     "per_class", "image_size")
+
+
+@dataclass(frozen=True)
+class ItemEvidence:
+    """The automatic evidence for one rubric item. ``notebook``: the step's notebook (None:
+    missing); ``answers``: (title, Answer or None where the cell is gone)."""
+
+    item: RubricItem
+    notebook: NotebookEvidence | None
+    answers: list
+    mismatched: dict
+
+    @property
+    def handed_in(self) -> bool:
+        return self.notebook is not None
+
+    @property
+    def answers_written(self) -> int:
+        return sum(1 for _, a in self.answers if a is not None and a.written)
+
+    @property
+    def checks(self) -> list:
+        return self.notebook.checks if self.notebook is not None else []
+
+    def flags(self) -> list[str]:
+        """What the grader should look at, short (empty: nothing found)."""
+        if self.notebook is None:
+            return [f"step {self.item.step} missing"]
+        out = []
+        if not self.notebook.ran_clean:
+            out.append(self.notebook.run_text())
+        out += [f"answer '{t}' {'missing' if a is None else 'not written'}" for t, a in self.answers
+                if a is None or not a.written]
+        out += [f"check {c.name} failed" for c in self.checks if not c.passed]
+        if self.mismatched:
+            out.append("parameters differ: " + ", ".join(self.mismatched))
+        return out
+
+    def lines(self) -> list[str]:
+        """The evidence, one fact per line (score sheet and grades.csv)."""
+        if self.notebook is None:
+            return [f"step {self.item.step} not handed in (no notebook {STEP_NOTEBOOKS[self.item.step]} or renamed copy)"]
+        nb = self.notebook
+        out = [f"notebook: {nb.file} (recognized by its {nb.step.how}); {nb.run_text()}"]
+        for title, answer in self.answers:
+            out.append(f"answer '{title}': " + ("cell missing" if answer is None else answer.describe()))
+        for check in self.checks:
+            out.append(f"check {check.name}: {'pass' if check.passed else 'FAIL'}"
+                       + (f" ({check.hint})" if check.hint and not check.passed else ""))
+        for name, values in self.mismatched.items():
+            out.append(f"parameter {name} differs: " + "; ".join(f"step {s}: {v}" for s, v in sorted(values.items())))
+        return out
+
+
+@dataclass
+class StudentReport:
+    """One student's or team's hand-in: ``key`` (the folder, unique), ``names`` (from notebook
+    01's names cell; [] when not filled in), notebooks by step, the rubric's evidence."""
+
+    key: str
+    names: list
+    by_step: dict
+    extra: list = field(default_factory=list)
+    duplicates: dict = field(default_factory=dict)
+    items: list = field(default_factory=list)
+    mismatched: dict = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return ", ".join(self.names) if self.names else self.key
+
+    @property
+    def steps_handed_in(self) -> list[int]:
+        return sorted(self.by_step)
+
+    @property
+    def missing_steps(self) -> list[int]:
+        return [s for s in STEP_NOTEBOOKS if s not in self.by_step]
+
+    def answers_count(self) -> tuple[int, int]:
+        """(answer cells written, answer cells the rubric expects) over all items."""
+        return sum(e.answers_written for e in self.items), sum(len(e.answers) for e in self.items)
+
+    def checks_count(self) -> tuple[int, int]:
+        checks = [c for nb in self.by_step.values() for c in nb.checks]
+        return sum(c.passed for c in checks), len(checks)
+
+    def flags(self) -> list[str]:
+        out = [f"steps missing: {', '.join(map(str, self.missing_steps))}"] if self.missing_steps else []
+        out += [f"two notebooks for step {s}: {', '.join(files)} (the first is graded)"
+                for s, files in sorted(self.duplicates.items())]
+        if not self.names:
+            out.append("no team names (notebook 01's names cell)")
+        seen = set(out)
+        for e in self.items:
+            for f in e.flags():
+                if f not in seen and not f.startswith("step "):
+                    seen.add(f)
+                    out.append(f)
+        if self.mismatched and not any(f.startswith("parameters differ") for f in out):
+            out.append("parameters differ: " + ", ".join(self.mismatched))
+        return out
+
+    def status(self) -> str:
+        """"complete" (every step handed in, ran clean, every answer written, checks pass) or
+        "to check: N issue(s)"."""
+        n = len(self.flags())
+        return "complete" if n == 0 else f"to check: {n} issue{'s' if n != 1 else ''}"
+
+
+def parameter_mismatches(by_step: dict) -> dict:
+    """name -> {step: value} for each ``SHARED_PARAMETERS`` name whose shown value is not
+    the same in every notebook that shows it."""
+    out = {}
+    for name in SHARED_PARAMETERS:
+        values = {s: nb.parameters[name] for s, nb in by_step.items() if name in nb.parameters}
+        if len(set(values.values())) > 1:
+            out[name] = values
+    return out
+
+
+def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric) -> StudentReport:
+    """Group *notebooks* by lab step (the first of a step, in file order, is graded; the
+    others are listed) and gather the evidence of every rubric item."""
+    by_step, duplicates, extra = {}, {}, []
+    for nb in sorted(notebooks, key=lambda n: n.file):
+        step = nb.step.step
+        if step is None:
+            extra.append(nb)
+        elif step in by_step:
+            duplicates.setdefault(step, [by_step[step].file]).append(nb.file)
+        else:
+            by_step[step] = nb
+    mismatched = parameter_mismatches(by_step)
+    names = next((nb.names for s, nb in sorted(by_step.items()) if nb.names), [])
+    items = []
+    for item in rubric.items:
+        nb = by_step.get(item.step)
+        found = {a.title.casefold(): a for a in nb.answers} if nb is not None else {}
+        answers = [(t, found.get(t.casefold())) for t in item.answers]
+        mism = {k: v for k, v in mismatched.items() if item.step in v}
+        items.append(ItemEvidence(item, nb, answers, mism))
+    return StudentReport(key, names, by_step, extra, duplicates, items, mismatched)
+
+
+# ------------------------------------------------------------------ outputs
+def score_sheet_html(report: StudentReport, rubric: Rubric) -> str:
+    """The score sheet: one row per rubric item (points available, what is scored, the
+    automatic evidence, an empty box for the grader's points), then the total. Every text
+    is escaped: names and answers come from the student."""
+    e = html.escape
+    rows = []
+    for ev in report.items:
+        flags = ev.flags()
+        badge = ('<span class="badge ok">evidence complete</span>' if not flags else
+                 f'<span class="badge warn">{len(flags)} to check</span>')
+        evidence = "".join(f"<li>{e(line)}</li>" for line in ev.lines())
+        rows.append(f'<tr><td class="item"><b>{e(ev.item.id)}</b><br>step {ev.item.step}</td>'
+                    f'<td>{e(ev.item.scored or ev.item.title)}</td><td><ul>{evidence}</ul>{badge}</td>'
+                    f'<td class="pts"><span class="box"></span> / {points_text(ev.item.points)}</td></tr>')
+    flags = report.flags()
+    summary = ("".join(f"<li>{e(f)}</li>" for f in flags) if flags else "<li>nothing flagged</li>")
+    written, expected = report.answers_count()
+    passed, checks = report.checks_count()
+    return (f'<section class="score-sheet"><h2>Score sheet: {e(report.display_name)}</h2>'
+            f'<p>Hand-in <code>{e(report.key)}</code>; steps handed in: '
+            f'{e(", ".join(map(str, report.steps_handed_in)) or "none")}; answers written: {written} of {expected}; '
+            f'exercise checks passed: {passed} of {checks}. The points are the grader\'s: the kit gives none.</p>'
+            f'<ul class="flags">{summary}</ul>'
+            f'<table><thead><tr><th>item</th><th>scored</th><th>automatic evidence</th><th>points</th></tr></thead>'
+            f'<tbody>{"".join(rows)}<tr><td colspan="3"><b>total</b></td>'
+            f'<td class="pts"><span class="box"></span> / {points_text(rubric.total)}</td></tr></tbody></table></section>')
+
+
+def gradebook_columns(rubric: Rubric) -> list[str]:
+    cols = ["student", "names", "steps_handed_in", "missing_steps", "answers_written", "checks_passed", "status",
+            "page"]
+    for item in rubric.items:
+        cols += [f"{item.id}_evidence", f"{item.id}_points"]
+    return cols + ["total_points", f"max_points_{points_text(rubric.total)}"]
+
+
+def gradebook_row(report: StudentReport, rubric: Rubric, page: str) -> dict:
+    """One grades.csv row: the automatic evidence per item (facts joined by " | "), and empty
+    points columns for the grader."""
+    written, expected = report.answers_count()
+    passed, checks = report.checks_count()
+    row = {"student": report.key, "names": "; ".join(report.names),
+           "steps_handed_in": " ".join(map(str, report.steps_handed_in)),
+           "missing_steps": " ".join(map(str, report.missing_steps)),
+           "answers_written": f"{written}/{expected}", "checks_passed": f"{passed}/{checks}",
+           "status": report.status(), "page": page}
+    for ev in report.items:
+        row[f"{ev.item.id}_evidence"] = " | ".join(ev.lines())
+        row[f"{ev.item.id}_points"] = ""
+    row["total_points"] = ""
+    row[f"max_points_{points_text(rubric.total)}"] = points_text(rubric.total)
+    return row
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula (names and text come from students)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def gradebook_csv(reports: list[StudentReport], rubric: Rubric, pages: dict) -> str:
+    """grades.csv: one row per student (``pages``: report key -> its page's file name)."""
+    buf = io.StringIO()
+    cols = gradebook_columns(rubric)
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\r\n")
+    writer.writeheader()
+    for report in reports:
+        row = gradebook_row(report, rubric, pages.get(report.key, ""))
+        writer.writerow({k: _spreadsheet_safe(str(v)) for k, v in row.items()})
+    return buf.getvalue()
