@@ -41,7 +41,7 @@ _EXPORTS = {
     "retrieval": ["model_check", "ModelCheck", "top5_classification"],
     "imagenet": ["class_index", "wnid_to_name"],
     "images": ["load_image", "load_probe_set", "load_imagenet_mini", "ProbeSet", "demo_images"],
-    "probe": ["scan_images", "rank_classes", "rank_groups", "format_groups", "rank_images", "activation_maps", "Scan"],
+    "probe": ["scan_images", "rank_classes", "format_class_table", "rank_groups", "format_groups", "rank_images", "activation_maps", "Scan"],
     "featurevis": ["visualize_channels", "render_channels", "render_objectives", "ChannelObjective", "Visualization"],
     "atlas": ["layer_atlas", "LayerAtlas", "write_atlas_page", "atlas_image"],
     "ablation": ["ablate", "Ablation", "format_ablation"],

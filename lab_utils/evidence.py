@@ -178,6 +178,37 @@ def parameters_shown(nb: dict) -> dict[str, str]:
     return values
 
 
+# The tables ``verify`` recomputes: name -> (text in the cell that prints it, its header's first words).
+PRINTED_TABLES = {"top_classes": ("format_class_table(", ("rank", "class")),
+                  "channel_table": ("format_channel_table(", ("rank", "channel"))}
+
+
+def printed_tables(nb: dict) -> dict[str, str]:
+    """name -> the table as the notebook printed it (header to the first blank line), for
+    each of ``PRINTED_TABLES`` found in a cell's stdout; what ``verify`` compares."""
+    found = {}
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        src = _source(cell)
+        for name, (marker, header) in PRINTED_TABLES.items():
+            if marker not in src or name in found:
+                continue
+            text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else str(o.get("text", ""))
+                           for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            lines, block = text.split("\n"), []
+            for line in lines:
+                if not block and tuple(line.split()[:2]) == header:
+                    block.append(line)
+                elif block:
+                    if not line.strip():
+                        break
+                    block.append(line)
+            if block:
+                found[name] = "\n".join(block)
+    return found
+
+
 @dataclass(frozen=True)
 class Check:
     """One exercise check printed by a check cell: ``CHECK name: PASS`` or ``FAIL - hint``."""
@@ -214,6 +245,7 @@ class NotebookEvidence:
     names: list = field(default_factory=list)
     parameters: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
+    tables: dict = field(default_factory=dict)
     ran: bool = False
     error_cells: int = 0
     code_cells: int = 0
@@ -236,4 +268,19 @@ def notebook_evidence(nb: dict, file_name: str) -> NotebookEvidence:
     errors = sum(any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in codes)
     ran = any(c.get("execution_count") is not None for c in codes)
     return NotebookEvidence(file_name, lab_step(nb, file_name), answers(nb), team_names(nb), parameters_shown(nb),
-                            exercise_checks(nb), ran, errors, len(codes))
+                            exercise_checks(nb), printed_tables(nb), ran, errors, len(codes))
+
+
+def to_json(ev: NotebookEvidence) -> dict:
+    """A JSON-able dict of *ev* (the page worker sends it to the batch process)."""
+    from dataclasses import asdict
+
+    return asdict(ev)
+
+
+def from_json(data: dict) -> NotebookEvidence:
+    """The inverse of ``to_json``."""
+    return NotebookEvidence(
+        data["file"], StepFound(**data["step"]), [Answer(**a) for a in data["answers"]], list(data["names"]),
+        dict(data["parameters"]), [Check(**c) for c in data["checks"]], dict(data["tables"]), bool(data["ran"]),
+        int(data["error_cells"]), int(data["code_cells"]))

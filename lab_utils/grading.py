@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .evidence import STEP_NOTEBOOKS, NotebookEvidence
 from .rubric import Rubric, RubricItem, points_text
+from .verify import MATCHES, VERIFIED_TABLES
 
 # Parameters that must agree across a student's notebooks: the five notebooks study one
 # filter. Sizes of the ascent or the probe set may differ between notebooks without
@@ -26,12 +27,14 @@ SHARED_PARAMETERS = ("model_name", "layer_name", "filter_index", "top_k", "probe
 @dataclass(frozen=True)
 class ItemEvidence:
     """The automatic evidence for one rubric item. ``notebook``: the step's notebook (None:
-    missing); ``answers``: (title, Answer or None where the cell is gone)."""
+    missing); ``answers``: (title, Answer or None where the cell is gone); ``verified``:
+    table -> what ``verify.compare`` found (with ``--verify`` only)."""
 
     item: RubricItem
     notebook: NotebookEvidence | None
     answers: list
     mismatched: dict
+    verified: dict = field(default_factory=dict)
 
     @property
     def handed_in(self) -> bool:
@@ -57,6 +60,8 @@ class ItemEvidence:
         out += [f"check {c.name} failed" for c in self.checks if not c.passed]
         if self.mismatched:
             out.append("parameters differ: " + ", ".join(self.mismatched))
+        out += [f"{table.replace('_', ' ')} {text.split(' (')[0]}" for table, text in self.verified.items()
+                if text != MATCHES and not text.startswith("not verified")]
         return out
 
     def lines(self) -> list[str]:
@@ -70,6 +75,8 @@ class ItemEvidence:
         for check in self.checks:
             out.append(f"check {check.name}: {'pass' if check.passed else 'FAIL'}"
                        + (f" ({check.hint})" if check.hint and not check.passed else ""))
+        for table, text in self.verified.items():
+            out.append(f"{table.replace('_', ' ')}: {text}")
         for name, values in self.mismatched.items():
             out.append(f"parameter {name} differs: " + "; ".join(f"step {s}: {v}" for s, v in sorted(values.items())))
         return out
@@ -142,9 +149,12 @@ def parameter_mismatches(by_step: dict) -> dict:
     return out
 
 
-def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric) -> StudentReport:
+def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric,
+                   verification: dict | None = None) -> StudentReport:
     """Group *notebooks* by lab step (the first of a step, in file order, is graded; the
-    others are listed) and gather the evidence of every rubric item."""
+    others are listed) and gather the evidence of every rubric item. *verification*: the
+    graded notebook's file -> {table: ``verify.compare`` text} (``--verify``)."""
+    verification = verification or {}
     by_step, duplicates, extra = {}, {}, []
     for nb in sorted(notebooks, key=lambda n: n.file):
         step = nb.step.step
@@ -162,7 +172,9 @@ def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric) 
         found = {a.title.casefold(): a for a in nb.answers} if nb is not None else {}
         answers = [(t, found.get(t.casefold())) for t in item.answers]
         mism = {k: v for k, v in mismatched.items() if item.step in v}
-        items.append(ItemEvidence(item, nb, answers, mism))
+        verified = {t: text for t, text in verification.get(nb.file, {}).items()
+                    if VERIFIED_TABLES.get(t) == item.step} if nb is not None else {}
+        items.append(ItemEvidence(item, nb, answers, mism, verified))
     return StudentReport(key, names, by_step, extra, duplicates, items, mismatched)
 
 

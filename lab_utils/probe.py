@@ -336,6 +336,14 @@ def rank_groups(scan: Scan, filter_index: int, top_n: int = 10, groups: dict | N
     return stats
 
 
+CLASS_TABLE_COLUMNS = ["rank", "class", "mean_activation", "n_images", "ci_low", "ci_high"]
+
+
+def format_class_table(top_classes) -> str:
+    """``rank_classes``' table as text, as notebook 02 prints it (and ``verify`` recomputes it)."""
+    return top_classes[CLASS_TABLE_COLUMNS].to_string(index=False, float_format="{:.2f}".format)
+
+
 def format_groups(groups) -> str:
     """``rank_groups``' table as text, or why there is none."""
     if groups.empty:

@@ -193,8 +193,7 @@ what is *in* the top images (textures, parts, colours) need no class statistics.
 scan = setup.scan()
 print(f"{scan.n_images} probe images scanned at {setup.layer_name} ({scan.means.shape[1]} filters each)")
 top_classes = setup.top_classes()
-print(top_classes[["rank", "class", "mean_activation", "n_images", "ci_low", "ci_high"]].to_string(
-    index=False, float_format="{:.2f}".format))
+print(lab.format_class_table(top_classes))
 """),
     md("""
 Coarse groups (WordNet 3.0 hypernyms of the classes, groups of 5 to 60 classes,
