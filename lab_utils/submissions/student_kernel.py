@@ -31,11 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import socket_safe_temp_parent
+from ..config import KIT_ROOT, socket_safe_temp_parent
+from ..pages import write_text_atomic
 from .handins import SKIP_DIRS
-from .pages import write_text_atomic
-
-KIT_ROOT = Path(__file__).resolve().parent.parent
 
 TEXT_LIMIT = 20_000  # characters kept of one streamed text output
 EXEC_CELL_BUDGET = 20_000_000  # output characters kept per cell while running
@@ -115,7 +113,7 @@ def kernel_env(workroot: Path, base: dict | None = None) -> dict:
 
 
 # What the grader keeps of the instructor's environment when it hides its paths
-# (submissions._reexec_hiding_paths): what it and its workers need, no credentials.
+# (submissions.cli._reexec_hiding_paths): what it and its workers need, no credentials.
 GRADER_ENV_ALLOWED = KERNEL_ENV_ALLOWED | {"HOME", "TMPDIR", "PYTHONPATH", "MPLCONFIGDIR"}
 GRADER_ENV_ALLOWED_PREFIXES = KERNEL_ENV_ALLOWED_PREFIXES + ("LAB_", "JUPYTER_", "XDG_", "TF_")
 
