@@ -38,7 +38,7 @@ The package, one module a stage:
 - ``notebooks``: reading the submitted bytes (``load_notebook``) and bounding the
   outputs (``bound_notebook``);
 - ``student_kernel``: executing a copy (workroot, allow-list environment, the bounded
-  nbclient client, ending every process of a run);
+  nbclient client); ``processes``: ending every process of a run;
 - ``statuses``: the status words and their badge classes;
 - ``student_pages``: a student's page and the batch's index;
 - ``worker``: the run and page workers (``--one -``);
@@ -65,10 +65,11 @@ from .notebooks import (  # noqa: F401
 from .statuses import (  # noqa: F401
     EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, LINK, OK, OLD_FORMAT_NOTE, TIMED_OUT, TOO_LARGE, TRUNCATED_NOTE,
     errors_status, status_class)
+from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout  # noqa: F401
 from .student_kernel import (  # noqa: F401
     COPY_LIMIT_BYTES, EXEC_CELL_BUDGET, EXEC_MAX_OUTPUTS, KIT_ROOT, TEXT_LIMIT, copy_student_files, execute_copy,
-    grader_env, kernel_env, kill_group, kill_processes_of, make_undumpable, make_workroot, marker_output, mb_text,
-    read_nofollow, rmtree_hard, run_with_hard_timeout, write_notebook_atomic)
+    grader_env, kernel_env, make_undumpable, make_workroot, marker_output, mb_text, read_nofollow,
+    write_notebook_atomic)
 from .student_pages import (  # noqa: F401
     banner_html, preview_html, render_notebook_page, write_banner_page, write_index)
 from .worker import (  # noqa: F401

@@ -25,9 +25,8 @@ from ..pages import write_text_atomic
 from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
 from .statuses import GRADER_ERROR, LINK, OK
-from .student_kernel import (
-    copy_student_files, kernel_env, kill_group, kill_processes_of, make_workroot, read_nofollow,
-    rmtree_hard, run_with_hard_timeout)
+from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
+from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
 from .student_pages import mode_text, write_banner_page, write_index
 from .worker import CHECKPOINT_FILE, EXECUTED_FILE, RESULT_PREFIX, RUN_FILE
 
