@@ -1,6 +1,6 @@
 """Running a student's notebook copy (``render.sh --submissions DIR --execute``):
-the throw-away working folder, the kernel's environment, the bounded client
-that executes the cells, and ending every process of a run.
+the throw-away working folder, the kernel's environment and the bounded client
+that executes the cells (ending every process of a run: ``processes``).
 
 One *workroot* (a fresh temporary folder) per executed hand-in::
 
