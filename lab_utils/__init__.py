@@ -19,7 +19,10 @@ One module per stage of the lab:
 - ``architectures``: the VGG conv-layer tables (checks without TensorFlow);
 - ``params``: the notebooks' parameters and their checks (no TensorFlow);
 - ``session``: ``LabSetup``, the checked parameters plus the model, one method
-  per stage; ``render``/``submissions``: the HTML rendering commands.
+  per stage;
+- ``render``: ``render.sh``, the lab rendered to HTML; ``submissions`` (a package):
+  ``render.sh --submissions``, grading a folder of hand-ins; ``pages``: the page
+  writer both use.
 
 Heavy modules (TensorFlow) load on first use, so ``import lab_utils`` is fast.
 """

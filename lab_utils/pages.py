@@ -18,6 +18,12 @@ Untrusted notebooks (student hand-ins) are additionally sanitized
 (``clean_html``: no scripts, event handlers, forms, iframes or ``<style>``
 blocks) and hardened (``harden_for_page``: fields nbconvert writes unescaped).
 
+What the lab render and the grader both write is here too: the notebook page
+(``notebook_page``, with a plain view when nbconvert fails: ``fallback_notebook_html``),
+the index pages (``INDEX_CSS``, ``table_html``, ``write_index_page``), the status
+badges (``BADGE_STYLES``, ``badge``, ``inline_badge``) and the check that an output
+folder can be one (``out_folder_blocker``).
+
 Light: imports nothing heavy at module level (nbconvert and bleach lazily).
 """
 from __future__ import annotations
@@ -251,3 +257,104 @@ def notebook_html(nb, title: str, *, untrusted: bool) -> str:
             drop_widgets_and_scripts(nb)
         page, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     return with_csp(page)
+
+
+def notebook_page(nb, title: str, *, untrusted: bool, banner: str = "",
+                  plain_on_failure: bool = False) -> str:
+    """``notebook_html`` with *banner* (HTML) as the first thing in the body. With
+    *plain_on_failure* (a damaged hand-in must still get a page), a notebook nbconvert
+    fails on gets ``fallback_notebook_html`` under the banner instead of the exception."""
+    try:
+        page = notebook_html(nb, title, untrusted=untrusted)
+    except Exception as e:
+        if not plain_on_failure:
+            raise
+        body = fallback_notebook_html(nb) + (
+            f"<p><small>nbconvert error: {html.escape(f'{type(e).__name__}: {e}')}</small></p>"
+        )
+        return simple_page(title, banner, body)
+    return inject_banner(page, banner) if banner else page
+
+
+def fallback_notebook_html(nb) -> str:
+    """A plain rendering used when nbconvert fails on a (damaged) notebook."""
+    parts = ["<p><i>nbconvert could not render this notebook; a plain view follows.</i></p>"]
+    pre = 'style="white-space:pre-wrap;border:1px solid #ddd;padding:6px;background:#fafafa"'
+    for i, cell in enumerate(nb.cells, 1):
+        parts.append(f"<h4>Cell {i} ({html.escape(str(cell.get('cell_type')))})</h4>")
+        parts.append(f"<pre {pre}>{html.escape(str(cell.get('source', '')))}</pre>")
+        for out in cell.get("outputs", []) or []:
+            kind = out.get("output_type")
+            if kind == "stream":
+                t = as_text(out.get("text")) or ""
+            elif kind == "error":
+                tb = out.get("traceback") or []
+                t = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(str(x) for x in tb))
+            else:
+                t = as_text((out.get("data") or {}).get("text/plain")) or f"[{kind} output]"
+            parts.append(f"<pre {pre}>{html.escape(t)}</pre>")
+    return "".join(parts)
+
+
+# Status badges: the classes every index and banner colours a status with.
+BADGE_STYLES = {
+    "ok": "background:#d7f5dc;color:#135c1f",
+    "err": "background:#fff0c2;color:#6b4b00",
+    "fail": "background:#fbd5d5;color:#8a1010",
+    "bad": "background:#e6e0f0;color:#41295f",
+}
+
+
+def badge(text: str, cls: str) -> str:
+    """*text* (escaped) as a status badge of class *cls* (a key of ``BADGE_STYLES``), on a
+    page styled with ``INDEX_CSS``."""
+    return f'<span class="st st-{cls}">{html.escape(text)}</span>'
+
+
+def inline_badge(text: str, cls: str) -> str:
+    """The same badge styled inline, for a page without ``INDEX_CSS`` (a notebook page)."""
+    return (f'<span style="padding:1px 7px;border-radius:9px;{BADGE_STYLES[cls]}">'
+            f"{html.escape(text)}</span>")
+
+
+INDEX_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0 0 6px 0} .meta{color:#555;margin-bottom:14px}
+table{border-collapse:collapse;width:100%} th,td{border-bottom:1px solid #ddd;padding:6px 8px;
+text-align:left;vertical-align:top} th{background:#f3f3f3;position:sticky;top:0}
+td.num{text-align:right;white-space:nowrap} code{font-size:13px}
+.st{padding:1px 8px;border-radius:10px;white-space:nowrap}
+""" + " ".join(f".st-{cls}{{{style}}}" for cls, style in BADGE_STYLES.items()) + """
+.summary span{margin-right:10px} .notes{color:#444;font-size:13px}
+details{margin-top:18px} .warn{background:#fff4e5;border:1px solid #f0c27b;padding:8px 12px;margin:12px 0}
+"""
+
+
+def table_html(header: list[str], rows) -> str:
+    """An index table. *header*: column titles (plain text); *rows*: ``(cells, row_class)``
+    pairs (``row_class`` may be empty), each cell HTML or an ``(HTML, td_class)`` pair."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = []
+    for cells, row_class in rows:
+        tds = "".join(f"<td class='{c[1]}'>{c[0]}</td>" if isinstance(c, tuple) else f"<td>{c}</td>"
+                      for c in cells)
+        lines.append((f"<tr class='{row_class}'>" if row_class else "<tr>") + tds + "</tr>")
+    return "<table><thead><tr>" + head + "</tr></thead>\n<tbody>\n" + "\n".join(lines) + "\n</tbody></table>"
+
+
+def write_index_page(path: Path, title: str, body: str) -> Path:
+    """Write an index page (``INDEX_CSS``) of *body* (HTML) to *path*, atomically."""
+    write_text_atomic(path, document(title, body, head=f"<style>{INDEX_CSS}</style>"))
+    return path
+
+
+def out_folder_blocker(out: Path) -> Path | None:
+    """What keeps *out* from being an output folder: the first of *out* and its parents that
+    exists, or is a (broken) link, and is not a folder; None when there is none (a missing
+    folder is created later)."""
+    for path in (out, *out.parents):
+        if path.is_dir():
+            return None
+        if path.exists() or path.is_symlink():
+            return path
+    return None

@@ -123,13 +123,13 @@ def collect_parameters(args) -> dict:
 def check_out_folder(out: Path) -> None:
     """A LabError where ``out`` cannot be the output folder: it, or the nearest of its parents
     that exists, is not a folder (a file, a broken link). A missing folder is created later."""
-    for path in (out, *out.parents):
-        if path.is_dir():
-            return
-        if path.exists() or path.is_symlink():
-            kind = "a file" if path.is_file() else "not a folder"
-            where = f"{out} is {kind}" if path == out else f"{out}: {path} is {kind}"
-            raise LabError(f"--out {where}; give a folder (created if missing), e.g. --out build/html")
+    from .pages import out_folder_blocker
+
+    path = out_folder_blocker(out)
+    if path is not None:
+        kind = "a file" if path.is_file() else "not a folder"
+        where = f"{out} is {kind}" if path == out else f"{out}: {path} is {kind}"
+        raise LabError(f"--out {where}; give a folder (created if missing), e.g. --out build/html")
 
 
 def select_notebooks(only: str | None) -> list[Path]:
@@ -148,12 +148,12 @@ def to_html(notebook_path: Path, html_path: Path) -> int:
     """Export one notebook to HTML (images embedded); returns the number of figures."""
     import nbformat
 
-    from .pages import notebook_html, write_text_atomic
+    from .pages import notebook_page, write_text_atomic
 
     nb = nbformat.read(notebook_path, as_version=4)
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if {"image/png", "image/jpeg"} & set(o.get("data", {})))
-    write_text_atomic(html_path, notebook_html(nb, notebook_path.stem, untrusted=False))
+    write_text_atomic(html_path, notebook_page(nb, notebook_path.stem, untrusted=False))
     return figures
 
 
@@ -284,38 +284,29 @@ def not_run_page(book: Path, out_nb: Path, message: str) -> None:
     nbformat.write(nb, out_nb)
 
 
-INDEX_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-td, th { border: 1px solid #ccc; padding: .3em .7em; text-align: left; }
-tr.ok td:nth-child(2) { color: #1e8449; font-weight: bold; }
-tr.failed td:nth-child(2) { color: #c0392b; font-weight: bold; }
-code { background: #f4f4f4; padding: 0 .2em; }
-"""
+# A notebook's status in the index: its row's class and the badge (``pages.BADGE_STYLES``) it shows.
+STATUS_BADGE = {"ok": "ok", "failed": "fail"}
 
 
 def write_index(out: Path, rows: list[dict], resolved, started: str) -> Path:
     """``resolved``: the render's ``choice.ResolvedParameters`` (values and their sources)."""
-    from .pages import document, write_text_atomic
+    from .pages import badge, table_html, write_index_page
 
-    prow = "".join(
-        f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(repr(v))}</code></td>"
-        f"<td>{html.escape(resolved.sources[k])}</td></tr>" for k, v in resolved.values.items())
-    brow = "".join(
-        f"<tr class='{r['status']}'><td><a href='{html.escape(r['html'])}'>{html.escape(r['name'])}</a></td>"
-        f"<td>{html.escape(r['status'])}</td><td>{r['seconds']:.1f}</td><td>{r['figures']}</td>"
-        f"<td>{html.escape(r['message'])}</td></tr>" for r in rows)
+    e = html.escape
+    notebooks = table_html(["notebook", "status", "time (s)", "figures", "message"], [
+        ([f"<a href='{e(r['html'])}'>{e(r['name'])}</a>", badge(r["status"], STATUS_BADGE.get(r["status"], "fail")),
+          (f"{r['seconds']:.1f}", "num"), (str(r["figures"]), "num"), e(r["message"])], r["status"])
+        for r in rows])
+    parameters = table_html(["name", "value", "from"], [
+        ([e(k), f"<code>{e(repr(v))}</code>", e(resolved.sources[k])], "") for k, v in resolved.values.items()])
     n_ok = sum(r["status"] == "ok" for r in rows)
     body = f"""<h1>CNN Circuits Lab</h1>
-<p>Rendered {html.escape(started)}: {n_ok} of {len(rows)} notebooks ok.</p>
+<p>Rendered {e(started)}: {n_ok} of {len(rows)} notebooks ok.</p>
 <h2>Notebooks</h2>
-<table><tr><th>notebook</th><th>status</th><th>time (s)</th><th>figures</th><th>message</th></tr>{brow}</table>
+{notebooks}
 <h2>Parameters</h2>
-<table><tr><th>name</th><th>value</th><th>from</th></tr>{prow}</table>"""
-    page = document("CNN Circuits Lab: rendered notebooks", body, head=f"<style>{INDEX_CSS}</style>")
-    path = out / "index.html"
-    write_text_atomic(path, page)
-    return path
+{parameters}"""
+    return write_index_page(out / "index.html", "CNN Circuits Lab: rendered notebooks", body)
 
 
 def main(argv=None) -> int:

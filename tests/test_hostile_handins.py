@@ -16,9 +16,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from lab_utils import handins, pages
+from lab_utils import pages
 from lab_utils.config import display_name
-from lab_utils import student_kernel as K
+from lab_utils.submissions import handins
+from lab_utils.submissions import student_kernel as K
 
 from test_submissions import page_text, results, run_cli, write_nb  # noqa: E402
 
@@ -386,6 +387,7 @@ def test_page_on_disk_before_its_result_returns_is_kept_by_an_interrupt(tmp_path
     import threading
 
     from lab_utils import submissions as S
+    from lab_utils.submissions import batch
 
     root = tmp_path / "hand-ins"
     write_nb(root / "quick.ipynb", "print('quick')")
@@ -402,7 +404,7 @@ def test_page_on_disk_before_its_result_returns_is_kept_by_an_interrupt(tmp_path
         page_written.wait(30)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(S, "grade_one", grade_slowly)
+    monkeypatch.setattr(batch, "grade_one", grade_slowly)  # what run_batch calls
     threading.Thread(target=terminate_when_written, daemon=True).start()
     args = S.build_parser().parse_args(["--submissions", str(root), "--out", str(out)])
     assert S.run_batch(args, root, out) == 130

@@ -525,7 +525,9 @@ def test_bound_notebook_truncates_with_visible_markers():
 
 
 def test_notebook_output_budget(monkeypatch):
-    monkeypatch.setattr(S, "NOTEBOOK_OUTPUT_BUDGET", 5_000)
+    from lab_utils.submissions import notebooks
+
+    monkeypatch.setattr(notebooks, "NOTEBOOK_OUTPUT_BUDGET", 5_000)  # what bound_notebook reads
     outs = [new_output("stream", name="stdout", text="z" * 2_000) for _ in range(10)]
     nb = new_notebook(cells=[new_code_cell("x", outputs=outs)])
     S.bound_notebook(nb)
@@ -653,7 +655,9 @@ def test_hung_worker_is_killed_with_its_kernel(tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     # Kill the worker 3 s before its own timeout would stop the cell.
-    monkeypatch.setattr(S, "KILL_MARGIN", -3.0)
+    from lab_utils.submissions import batch
+
+    monkeypatch.setattr(batch, "KILL_MARGIN", -3.0)  # what _run_copy reads
     rc = S.main(["--submissions", str(root), "--out", str(tmp_path / "out"), "--execute",
                  "--timeout", "8", "--cell-timeout", "8", "--jobs", "2"])
     assert rc == 1

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .config import display_name
+from ..config import display_name
 
 # Folders that are never submissions (Jupyter autosaves, macOS zip debris, VCS).
 SKIP_DIRS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git", ".svn", ".hg"}

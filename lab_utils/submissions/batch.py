@@ -1,0 +1,328 @@
+"""The batch (the parent process): every hand-in through its workers, a few at a time.
+
+Per hand-in, ``grade_one`` copies it into a fresh workroot and runs the run worker
+there (with ``--execute``, killed with every process of the workroot at ``--timeout``
+plus ``KILL_MARGIN``), then the page worker; ``run_batch`` supervises them (Ctrl-C,
+SIGTERM and SIGHUP end every worker and kernel), writes ``results.json`` and the index,
+and keeps the manifest of the pages this command wrote (``MANIFEST``): a later run
+replaces or removes only those.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import KIT_ROOT, display_name
+from ..pages import write_text_atomic
+from .handins import Submission, assign_names, scan
+from .notebooks import MAX_FILE_BYTES
+from .statuses import GRADER_ERROR, LINK, OK
+from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
+from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
+from .student_pages import mode_text, write_banner_page, write_index
+from .worker import CHECKPOINT_FILE, EXECUTED_FILE, RESULT_PREFIX, RUN_FILE
+
+# Seconds beyond --timeout before the run worker's process group is killed: the worker
+# stops the kernel itself at --timeout and needs a moment to save the notebook.
+KILL_MARGIN = 5.0
+KILL_GRACE = 2.0  # seconds between the SIGTERM (the worker saves the notebook) and the SIGKILL
+RENDER_TIMEOUT = 600.0  # seconds the page worker may take (no student code runs then)
+
+MANIFEST = ".submissions-manifest.json"
+
+
+class _Live:
+    """Worker processes and workroots alive now, so that Ctrl-C can end them all."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs: set = set()
+        self.workroots: set[Path] = set()
+        self.stop = threading.Event()
+
+    def add(self, p):
+        with self.lock:
+            self.procs.add(p)
+
+    def discard(self, p):
+        with self.lock:
+            self.procs.discard(p)
+
+    def kill_all(self):
+        with self.lock:
+            procs, roots = list(self.procs), list(self.workroots)
+        for p in procs:
+            kill_group(p.pid)
+        for w in roots:
+            kill_processes_of(w)
+
+
+@dataclass
+class Result:
+    student: str  # display_name(): safe to print, still to be escaped in HTML
+    file: str  # display_name() relative path
+    page: str
+    status: str
+    seconds: float  # this hand-in's whole grading: run and page
+    n_error_cells: int = 0
+    notes: list[str] = field(default_factory=list)
+    message: str = ""
+    run_seconds: float | None = None  # with --execute: the run alone (bounded by --timeout)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def _clip(s, n: int = 300) -> str:
+    return str(s)[:n]
+
+
+def read_run_info(workroot: Path) -> dict | None:
+    """RUN_FILE of a run (written by a process the student shared: every field checked)."""
+    try:
+        raw = json.loads(read_nofollow(workroot / RUN_FILE, 1_000_000).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    stopped = raw.get("stopped_at")
+    notes = raw.get("notes") if isinstance(raw.get("notes"), list) else []
+    return {
+        "executed": raw.get("executed") is True,
+        "timed_out": raw.get("timed_out") if raw.get("timed_out") in ("cell", "total") else None,
+        "died": raw.get("died") is True,
+        "stopped_at": stopped if isinstance(stopped, int) and not isinstance(stopped, bool) else None,
+        "notes": [_clip(n) for n in notes[:20] if isinstance(n, str)],
+        "error": _clip(raw.get("error") or "", 500) if isinstance(raw.get("error"), str) else "",
+        "cuts": raw["cuts"] if isinstance(raw.get("cuts"), int) and raw["cuts"] >= 0 else 0,
+    }
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = path.read_bytes()[-4000:].decode("utf-8", "replace").strip().splitlines()
+        return display_name(lines[-1])[:300] if lines else ""
+    except OSError:
+        return ""
+
+
+def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) -> tuple[dict, str | None, float]:
+    """Execute a copy of *sub* in *workroot*: (run info, path of the run's notebook or
+    None, seconds). Every process of the run has ended when this returns."""
+    src = root / sub.rel
+    name = Path(sub.rel).name
+    try:
+        if os.lstat(src).st_size > MAX_FILE_BYTES:
+            return {"executed": False, "notes": []}, None, 0.0  # the page says "too large"
+        (workroot / "work" / name).write_bytes(read_nofollow(src, MAX_FILE_BYTES))
+        notes = copy_student_files(src, root, workroot / "work")
+    except OSError as e:
+        return {"executed": False, "error": f"the hand-in could not be copied: {e}", "notes": []}, None, 0.0
+    settings = {"phase": "run", "workroot": str(workroot), "notebook": name,
+                "timeout": args.timeout, "cell_timeout": args.cell_timeout}
+    with live.lock:
+        live.workroots.add(workroot)
+    t0 = time.monotonic()
+    try:
+        rc, killed, _ = run_with_hard_timeout(
+            [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], args.timeout + KILL_MARGIN,
+            live=live, stdin_data=json.dumps(settings).encode(), log_path=workroot / "worker.log",
+            env=kernel_env(workroot), cwd=workroot, grace=KILL_GRACE)
+        seconds = time.monotonic() - t0
+        kill_processes_of(workroot)  # the kernel and anything it started
+    finally:
+        with live.lock:
+            live.workroots.discard(workroot)
+    run = read_run_info(workroot)
+    executed = next((str(workroot / f) for f in (EXECUTED_FILE, CHECKPOINT_FILE)
+                     if (workroot / f).is_file()), None)
+    if killed:
+        run = {**(run or {}), "killed": True, "message": (
+            f"the run was stopped after {seconds:.1f} s (--timeout {args.timeout:g} s)"
+            + ("" if executed else "; no outputs had been saved"))}
+    elif run is None:
+        tail = _log_tail(workroot / "worker.log")
+        how = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+        run = {"executed": False, "error": f"the run worker ended ({how}) without a result"
+                                           + (f": {tail}" if tail else "")}
+    run["notes"] = notes + run.get("notes", [])
+    return run, executed, seconds
+
+
+def _page_worker(spec: dict, live: _Live) -> dict | None:
+    """Run the page worker for *spec*; its result dict, or None (the message is in
+    ``spec['_failure']``)."""
+    rc, killed, stdout = run_with_hard_timeout(
+        [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], RENDER_TIMEOUT, live=live,
+        stdin_data=json.dumps(spec).encode(), capture=True, env=_page_worker_env(), cwd=KIT_ROOT)
+    lines = stdout.decode("utf-8", "replace").splitlines()
+    for line in reversed(lines):
+        if line.startswith(RESULT_PREFIX):
+            try:
+                return json.loads(line[len(RESULT_PREFIX):])
+            except ValueError:
+                break
+    tail = display_name(next((ln for ln in reversed(lines) if ln.strip()), ""))[:300]
+    spec["_failure"] = (f"the page could not be made in {RENDER_TIMEOUT:g} s" if killed
+                        else f"the grading process exited with code {rc}" + (f": {tail}" if tail else ""))
+    return None
+
+
+def _with_kit_on_path(env: dict) -> dict:
+    """*env* with the kit first on PYTHONPATH (a worker runs ``-m lab_utils.submissions``)."""
+    env["PYTHONPATH"] = str(KIT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _page_worker_env() -> dict:
+    return {**_with_kit_on_path(dict(os.environ)), "LAB_PROGRESS": "0"}
+
+
+def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Result:
+    """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in."""
+    page = out / f"{sub.slug}.html"
+    base = Result(student=sub.name, file=sub.shown_rel, page=page.name, status=GRADER_ERROR,
+                  seconds=0.0, notes=list(sub.notes))
+    spec = {"phase": "page", "src": str(root / sub.rel), "rel": sub.shown_rel, "name": sub.name,
+            "slug": sub.slug, "page": str(page), "execute": bool(args.execute),
+            "mode_text": mode_text(args)}
+    if sub.link is not None:
+        base.status = LINK
+        base.message = f"links to {sub.link}: not read (symbolic links are never followed)"
+        write_banner_page(page, spec, LINK, base.notes, base.message)
+        return base
+    if live.stop.is_set():
+        base.message = "interrupted"
+        return base
+    t0 = time.monotonic()
+    workroot = make_workroot() if args.execute else None
+    try:
+        if workroot is not None:
+            spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live)
+            base.run_seconds = round(run_seconds, 2)
+        r = None if live.stop.is_set() else _page_worker(spec, live)
+    finally:
+        if workroot is not None:
+            rmtree_hard(workroot)
+    base.seconds = round(time.monotonic() - t0, 2)
+    if r is None:
+        base.message = "interrupted" if live.stop.is_set() else spec["_failure"]
+        write_banner_page(page, spec, base.status, base.notes, base.message)
+        return base
+    base.status = r["status"]
+    base.n_error_cells = r.get("n_error_cells", 0)
+    base.notes += r.get("notes", [])
+    base.message = r.get("message", "")
+    if not page.exists():
+        write_banner_page(page, spec, base.status, base.notes, base.message)
+    return base
+
+
+def _manifest_files(out: Path) -> list[str]:
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def _foreign_pages(out: Path) -> set[str]:
+    """Page names (lower case, no ``.html``) of ``.html`` files in *out* that no earlier run
+    of this command wrote: a student's page never overwrites them."""
+    try:
+        names = [p.name for p in out.iterdir() if p.name.lower().endswith(".html")]
+    except OSError:
+        return set()
+    ours = set(_manifest_files(out)) | {"index.html"}
+    return {n[:-5].lower() for n in names if n not in ours}
+
+
+def _write_manifest(out: Path, pages: set[str]) -> None:
+    write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(pages)}, indent=1))
+
+
+def _clean_stale_pages(out: Path, produced: set[str]) -> None:
+    """Remove pages a previous run of this command wrote that this run did not."""
+    for name in _manifest_files(out):
+        if (name not in produced and "/" not in name and "\\" not in name
+                and name.endswith(".html") and not name.startswith(".")):
+            try:
+                (out / name).unlink()
+            except OSError:
+                pass
+    _write_manifest(out, produced)
+
+
+def run_batch(args, root: Path, out: Path) -> int:
+    started = datetime.datetime.now().astimezone()
+    t0 = time.monotonic()
+    found = scan(root)
+    ignored = found.ignored
+    subs = assign_names(found.notebooks, found.links, taken=_foreign_pages(out))
+    out.mkdir(parents=True, exist_ok=True)
+    live = _Live()
+    results: dict[int, Result] = {}
+    mode = "executing" if args.execute else "converting"
+    print(f"[submissions] {mode} {len(subs)} notebook(s) from {display_name(str(root))}, "
+          f"{args.jobs} at a time -> {display_name(str(out))}", file=sys.stderr)
+    interrupted = False
+    # A terminal closed or a CI job cancelled: end the workers and their kernels as Ctrl-C does.
+    restore = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
+    futures = {pool.submit(grade_one, sub, args, root, out, live): i for i, sub in enumerate(subs)}
+    try:
+        for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+            i = futures[fut]
+            try:
+                r = fut.result()
+            except Exception as e:  # a bug here must not lose the other results
+                sub = subs[i]
+                r = Result(student=sub.name, file=sub.shown_rel, page=f"{sub.slug}.html",
+                           status=GRADER_ERROR, seconds=0.0, notes=list(sub.notes),
+                           message=f"{type(e).__name__}: {e}")
+            results[i] = r
+            print(f"[{done}/{len(subs)}] {display_name(r.student)}: {r.status} ({r.seconds:.1f} s)",
+                  file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        live.stop.set()
+        live.kill_all()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for name, handler in restore.items():
+            signal.signal(getattr(signal, name), handler)
+    if interrupted:
+        # The pages written so far are this command's: a later run may replace them. A worker may
+        # have written its page before its result reached this thread, so look at the folder; a
+        # name in `subs` was chosen to avoid every foreign page, so a file by that name is ours.
+        written = {f"{s.slug}.html" for s in subs if (out / f"{s.slug}.html").exists()}
+        _write_manifest(out, written | {r.page for r in results.values()} | set(_manifest_files(out)))
+        print("[submissions] interrupted; no index written", file=sys.stderr)
+        return 130
+    ordered = [results[i] for i in range(len(subs))]
+    ordered.sort(key=lambda r: (r.student.lower(), r.file))
+    write_text_atomic(out / "results.json", json.dumps(
+        {"folder": display_name(str(root)), "mode": mode_text(args),
+         "submissions": [{**asdict(r), "ok": r.ok} for r in ordered]}, indent=1))
+    index = write_index(out, ordered, root=root, args=args, ignored=ignored, started=started,
+                        elapsed=time.monotonic() - t0)
+    _clean_stale_pages(out, {r.page for r in ordered})
+    n_bad = sum(not r.ok for r in ordered)
+    if not ordered:
+        print(f"[submissions] no .ipynb files found under {display_name(str(root))}", file=sys.stderr)
+    print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {display_name(str(index))}",
+          file=sys.stderr)
+    return 0 if ordered and not n_bad else 1

@@ -1,0 +1,183 @@
+"""The command line: ``render.sh --submissions DIR`` (``python -m lab_utils.submissions``).
+
+Checks the arguments (one line and exit status 2 for a usage error), hides the
+folders from the process's command line before student code runs
+(``_reexec_hiding_paths``), and runs the batch. ``--one -`` (a worker) and
+``--settings-from-fd`` (after the re-execution) are internal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from ..config import display_name
+from ..pages import out_folder_blocker
+from .batch import MANIFEST, _with_kit_on_path, run_batch
+from .student_kernel import grader_env, make_undumpable
+from .worker import worker_main
+
+DEFAULT_OUT = "build/submissions"
+DEFAULT_TIMEOUT = 900.0
+DEFAULT_CELL_TIMEOUT = 300.0
+DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump or traceback
+        self.exit(2, f"submissions: error: {message} (see --help)\n")
+
+
+def _positive_seconds(flag):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds (got {text!r})")
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number of seconds (got {text})")
+        return v
+    return parse
+
+
+def _jobs(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs must be a whole number (got {text!r})")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be at least 1 (got {v})")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="render.sh --submissions",
+        usage="render.sh --submissions DIR [--out DIR] [--execute] [--timeout S] "
+              "[--cell-timeout S] [--jobs N]",
+        description=(
+            "Render every .ipynb under DIR (a folder of student submissions) to "
+            "OUT/<student>.html and write OUT/index.html, a table of every submission with "
+            "its status. The student's name is the first folder under DIR, or the file name "
+            "for notebooks directly in DIR. Submitted files are only read, never written."
+        ),
+        epilog=(
+            "Statuses: ok, errors in N cells, timed out, kernel died, not a valid notebook, "
+            "empty. Exit status: 0 if every submission is ok, 1 if any is not (all are still "
+            "processed), 2 for a usage error. SECURITY: --execute runs untrusted student code "
+            "with your user's permissions; the kit adds timeouts, a separate process and "
+            "temporary folder per notebook and network-free proxy settings, but it is not a "
+            "sandbox. Without --execute no student code runs."
+        ),
+    )
+    p.add_argument("--submissions", metavar="DIR", required=True,
+                   help="folder of submissions (searched recursively for .ipynb files)")
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                   help=f"where the pages go (default: {DEFAULT_OUT}, relative to the current "
+                        "folder); must not be inside the submissions folder")
+    p.add_argument("--execute", action="store_true",
+                   help="run each notebook (on a copy, in a temporary folder) before rendering; "
+                        "default: render the outputs as submitted, running nothing")
+    p.add_argument("--timeout", metavar="S", type=_positive_seconds("--timeout"),
+                   default=DEFAULT_TIMEOUT,
+                   help=f"total seconds per notebook (default: {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--cell-timeout", metavar="S", type=_positive_seconds("--cell-timeout"),
+                   default=DEFAULT_CELL_TIMEOUT,
+                   help=f"seconds per cell with --execute (default: {DEFAULT_CELL_TIMEOUT:g})")
+    p.add_argument("--jobs", metavar="N", type=_jobs, default=DEFAULT_JOBS,
+                   help=f"notebooks processed at the same time, each in its own process "
+                        f"(default: {DEFAULT_JOBS})")
+    return p
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+ARGS_FD_FLAG = "--settings-from-fd"
+
+
+def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
+    """Replace this process (same pid) by one whose command line, working folder and
+    environment name neither the hand-ins nor the output folder: the arguments travel
+    through an inherited pipe. Student code can read every process's command line
+    (``ps``); with ``--execute`` it must not learn where the hand-ins are from ours. The
+    new process keeps only ``grader_env`` of the environment (no credentials) and marks
+    itself non-dumpable (its working folder, open files and memory: ``make_undumpable``).
+    Does nothing where there is no ``execve`` or the pipe would not hold the arguments."""
+    if not hasattr(os, "execve") or not hasattr(os, "pipe"):
+        return
+    argv = ["--submissions", str(root), "--out", str(out), "--timeout", repr(args.timeout),
+            "--cell-timeout", repr(args.cell_timeout), "--jobs", str(args.jobs)]
+    argv += ["--execute"] if args.execute else []
+    data = json.dumps(argv).encode()
+    if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
+        return
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    os.set_inheritable(r, True)
+    env = _with_kit_on_path(grader_env())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    here = os.getcwd()
+    os.chdir("/")
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "lab_utils.submissions", ARGS_FD_FLAG, str(r)], env)
+    except OSError as e:  # go on without hiding, and say so
+        os.chdir(here)
+        os.close(r)
+        print(f"submissions: warning: could not re-execute to hide the folders ({e}); "
+              "student code may find them in this process's command line", file=sys.stderr)
+
+
+def _argv_from_fd(fd_text: str) -> list[str]:
+    fd = int(fd_text)
+    with os.fdopen(fd, "rb") as fh:
+        return json.loads(fh.read().decode())
+
+
+def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
+    """The command line. *hide_paths* (the ``python -m`` entry point): with ``--execute``,
+    re-execute without the folders in the command line (``_reexec_hiding_paths``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 2 and argv[0] == "--one":  # internal: one worker, settings on stdin
+        return worker_main()
+    if len(argv) == 2 and argv[0] == ARGS_FD_FLAG:  # internal: after _reexec_hiding_paths
+        argv = _argv_from_fd(argv[1])
+        hide_paths = False  # hidden already
+        make_undumpable()  # its cwd, open files and memory: unreadable to student code
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    src = Path(args.submissions).expanduser()
+    if not src.exists():
+        parser.error(f"--submissions {display_name(args.submissions)}: no such folder")
+    if not src.is_dir():
+        parser.error(f"--submissions {display_name(args.submissions)}: not a folder")
+    root = src.resolve()
+    out = Path(args.out).expanduser().resolve()
+    if out == root or _inside(out, root):
+        parser.error(f"--out {display_name(args.out)} is inside the submissions folder; choose a folder "
+                     "outside it (submissions are never written to)")
+    blocker = out_folder_blocker(out)
+    if blocker == out:
+        parser.error(f"--out {display_name(args.out)} exists and is not a folder")
+    if blocker is not None:
+        parser.error(f"--out {display_name(args.out)}: {display_name(str(blocker))} is a file, not a folder")
+    if (out / "index.html").exists() and not (out / MANIFEST).exists():
+        parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
+                     "write (a lab render?); choose another folder, nothing there is overwritten")
+    if hide_paths and args.execute:
+        _reexec_hiding_paths(args, root, out)
+    try:
+        return run_batch(args, root, out)
+    except OSError as e:
+        print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
+        return 1
