@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["-p", "probe_limit", "12", "-p", "steps", "3", "-p", "vis_size", "48", "-p", "n_neighbours", "2",
          "-p", "top_n", "5"]
 # figures each notebook shows (offline: notebook 01 shows the demo images without predictions)
-FIGURES = {"01_model_choice": 1, "02_filter_selection": 5, "03_channel_analysis": 2,
-           "04_channel_visualization": 4, "05_summary": 4}
+FIGURES = {"01_model_choice": 2, "02_filter_selection": 5, "03_channel_analysis": 2,
+           "04_channel_visualization": 5, "05_summary": 4}
 
 
 def render(*args, timeout=900, **env_extra):
