@@ -116,7 +116,12 @@ class StudentReport:
         return sum(c.passed for c in checks), len(checks)
 
     def flags(self) -> list[str]:
-        out = [f"steps missing: {', '.join(map(str, self.missing_steps))}"] if self.missing_steps else []
+        """What the grader should look at: missing steps that the rubric scores (every missing
+        step is in ``missing_steps``), second notebooks of a step, no team names, and each
+        item's flags."""
+        scored = {i.step for e in self.items for i in [e.item]}
+        missing = [s for s in self.missing_steps if s in scored]
+        out = [f"steps missing: {', '.join(map(str, missing))}"] if missing else []
         out += [f"two notebooks for step {s}: {', '.join(files)} (the first is graded)"
                 for s, files in sorted(self.duplicates.items())]
         if not self.names:
@@ -179,32 +184,44 @@ def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric,
 
 
 # ------------------------------------------------------------------ outputs
+_CELL = "border:1px solid #ccc;padding:6px 8px;vertical-align:top;text-align:left"
+_BOX = "display:inline-block;width:3.2em;height:1.4em;border:1px solid #888;vertical-align:middle;background:#fff"
+
+
 def score_sheet_html(report: StudentReport, rubric: Rubric) -> str:
     """The score sheet: one row per rubric item (points available, what is scored, the
-    automatic evidence, an empty box for the grader's points), then the total. Every text
+    automatic evidence, an empty box for the grader's points), then the total. Styled
+    inline (it sits on a notebook page, whose CSP allows inline styles only); every text
     is escaped: names and answers come from the student."""
+    from .pages import inline_badge
+
     e = html.escape
     rows = []
     for ev in report.items:
         flags = ev.flags()
-        badge = ('<span class="badge ok">evidence complete</span>' if not flags else
-                 f'<span class="badge warn">{len(flags)} to check</span>')
+        badge = inline_badge("evidence complete", "ok") if not flags else inline_badge(f"{len(flags)} to check", "err")
         evidence = "".join(f"<li>{e(line)}</li>" for line in ev.lines())
-        rows.append(f'<tr><td class="item"><b>{e(ev.item.id)}</b><br>step {ev.item.step}</td>'
-                    f'<td>{e(ev.item.scored or ev.item.title)}</td><td><ul>{evidence}</ul>{badge}</td>'
-                    f'<td class="pts"><span class="box"></span> / {points_text(ev.item.points)}</td></tr>')
+        rows.append(f'<tr><td style="{_CELL}"><b>{e(ev.item.id)}</b><br>step {ev.item.step}</td>'
+                    f'<td style="{_CELL}">{e(ev.item.scored or ev.item.title)}</td>'
+                    f'<td style="{_CELL}"><ul style="margin:0 0 4px 0;padding-left:18px">{evidence}</ul>{badge}</td>'
+                    f'<td style="{_CELL};white-space:nowrap"><span class="points-box" style="{_BOX}"></span> / '
+                    f'{points_text(ev.item.points)}</td></tr>')
     flags = report.flags()
     summary = ("".join(f"<li>{e(f)}</li>" for f in flags) if flags else "<li>nothing flagged</li>")
     written, expected = report.answers_count()
     passed, checks = report.checks_count()
-    return (f'<section class="score-sheet"><h2>Score sheet: {e(report.display_name)}</h2>'
-            f'<p>Hand-in <code>{e(report.key)}</code>; steps handed in: '
+    head = "".join(f'<th style="{_CELL};background:#f3f3f3">{h}</th>'
+                   for h in ("item", "scored", "automatic evidence", "points"))
+    return (f'<section class="score-sheet" style="font:14px/1.4 system-ui,sans-serif;margin:0 0 18px 0">'
+            f'<h2 style="margin:6px 0">Score sheet: {e(report.display_name)}</h2>'
+            f'<p style="margin:4px 0">Hand-in <code>{e(report.key)}</code>; steps handed in: '
             f'{e(", ".join(map(str, report.steps_handed_in)) or "none")}; answers written: {written} of {expected}; '
             f'exercise checks passed: {passed} of {checks}. The points are the grader\'s: the kit gives none.</p>'
-            f'<ul class="flags">{summary}</ul>'
-            f'<table><thead><tr><th>item</th><th>scored</th><th>automatic evidence</th><th>points</th></tr></thead>'
-            f'<tbody>{"".join(rows)}<tr><td colspan="3"><b>total</b></td>'
-            f'<td class="pts"><span class="box"></span> / {points_text(rubric.total)}</td></tr></tbody></table></section>')
+            f'<ul style="margin:4px 0 8px 0">{summary}</ul>'
+            f'<table style="border-collapse:collapse;width:100%"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}<tr><td style="{_CELL}" colspan="3"><b>total</b></td>'
+            f'<td style="{_CELL};white-space:nowrap"><span class="points-box" style="{_BOX}"></span> / '
+            f'{points_text(rubric.total)}</td></tr></tbody></table></section>')
 
 
 def gradebook_columns(rubric: Rubric) -> list[str]:

@@ -3,29 +3,35 @@
 Per hand-in, ``grade_one`` copies it into a fresh workroot and runs the run worker
 there (with ``--execute``, killed with every process of the workroot at ``--timeout``
 plus ``KILL_MARGIN``), then the page worker; ``run_batch`` supervises them (Ctrl-C,
-SIGTERM and SIGHUP end every worker and kernel), writes ``results.json`` and the index,
-and keeps the manifest of the pages this command wrote (``MANIFEST``): a later run
+SIGTERM and SIGHUP end every worker and kernel), then ``_reports`` writes one report per
+lab hand-in folder (``reports``) and ``grades.csv``; it writes ``results.json`` and the
+index, and keeps the manifest of the pages this command wrote (``MANIFEST``): a later run
 replaces or removes only those.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import html
 import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import KIT_ROOT, display_name
-from ..pages import write_text_atomic
+from ..grading import student_report
+from ..pages import simple_page, write_text_atomic
 from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
 from .statuses import GRADER_ERROR, LINK, OK
 from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
+from .reports import (evidence_of, group_of, lab_hand_ins, report_page_names, run_verification,
+                      student_page_spec, write_grades)
 from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
 from .student_pages import mode_text, write_banner_page, write_index
 from .worker import CHECKPOINT_FILE, EXECUTED_FILE, RESULT_PREFIX, RUN_FILE
@@ -76,6 +82,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     message: str = ""
     run_seconds: float | None = None  # with --execute: the run alone (bounded by --timeout)
+    evidence: dict | None = field(default=None, repr=False)  # evidence.to_json of the notebook (not in results.json)
 
     @property
     def ok(self) -> bool:
@@ -187,14 +194,16 @@ def _page_worker_env() -> dict:
     return {**_with_kit_on_path(dict(os.environ)), "LAB_PROGRESS": "0"}
 
 
-def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Result:
-    """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in."""
+def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded: Path | None = None) -> Result:
+    """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in.
+    *bounded*: where the page worker leaves the bounded notebook (a lab hand-in's report
+    shows it); the result's ``evidence`` is what the worker read from the notebook."""
     page = out / f"{sub.slug}.html"
     base = Result(student=sub.name, file=sub.shown_rel, page=page.name, status=GRADER_ERROR,
                   seconds=0.0, notes=list(sub.notes))
     spec = {"phase": "page", "src": str(root / sub.rel), "rel": sub.shown_rel, "name": sub.name,
             "slug": sub.slug, "page": str(page), "execute": bool(args.execute),
-            "mode_text": mode_text(args)}
+            "mode_text": mode_text(args), "bounded": str(bounded) if bounded is not None else None}
     if sub.link is not None:
         base.status = LINK
         base.message = f"links to {sub.link}: not read (symbolic links are never followed)"
@@ -222,6 +231,7 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live) -> Resu
     base.n_error_cells = r.get("n_error_cells", 0)
     base.notes += r.get("notes", [])
     base.message = r.get("message", "")
+    base.evidence = r.get("evidence")
     if not page.exists():
         write_banner_page(page, spec, base.status, base.notes, base.message)
     return base
@@ -262,6 +272,35 @@ def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     _write_manifest(out, produced)
 
 
+def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: _Live) -> list:
+    """The lab hand-ins' reports (``reports``): evidence from the page workers, ``--verify``'s
+    recomputation, one report page per student (a student worker each, ``--jobs`` at a time)."""
+    evidence = evidence_of({i: r.evidence for i, r in results.items() if r.evidence})
+    hand_ins = lab_hand_ins(subs, evidence)
+    if not hand_ins:
+        return []
+    taken = {s.slug.lower() for s in subs} | _foreign_pages(out)
+    report_page_names(hand_ins, taken)
+    verification = run_verification(hand_ins, _page_worker_env(), live) if args.verify else {}
+    for h in hand_ins:
+        h.report = student_report(display_name(h.key), h.evidence, rubric, verification)
+    written = {i: str(p) for i, p in bounded.items() if p.is_file()}
+
+    def one(h):
+        spec = student_page_spec(h, subs, results, written, out, rubric)
+        rc, killed, stdout = run_with_hard_timeout(
+            [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], RENDER_TIMEOUT, live=live,
+            stdin_data=json.dumps(spec).encode(), capture=True, env=_page_worker_env(), cwd=KIT_ROOT)
+        if not (out / h.page).exists():  # the worker failed or was killed: a page that says so
+            why = f"the report page could not be made in {RENDER_TIMEOUT:g} s" if killed else f"exit code {rc}"
+            write_text_atomic(out / h.page, simple_page(h.page, spec["banner"], f"<p>{html.escape(why)}</p>"))
+        print(f"[submissions] report {display_name(h.key)}: {h.report.status()}", file=sys.stderr)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, hand_ins))
+    return hand_ins
+
+
 def run_batch(args, root: Path, out: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
@@ -281,8 +320,13 @@ def run_batch(args, root: Path, out: Path) -> int:
         for name in ("SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
                 restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
+    rubric = args.rubric_loaded
+    # Bounded copies of the notebooks in hand-in folders, for the report pages: the grader's own
+    # private folder (0700), removed at the end.
+    private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
+    bounded = {i: private / f"{i}.ipynb" for i, sub in enumerate(subs) if group_of(sub.rel) is not None}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
-    futures = {pool.submit(grade_one, sub, args, root, out, live): i for i, sub in enumerate(subs)}
+    futures = {pool.submit(grade_one, sub, args, root, out, live, bounded.get(i)): i for i, sub in enumerate(subs)}
     try:
         for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
             i = futures[fut]
@@ -304,6 +348,15 @@ def run_batch(args, root: Path, out: Path) -> int:
         pool.shutdown(wait=True, cancel_futures=True)
         for name, handler in restore.items():
             signal.signal(getattr(signal, name), handler)
+    hand_ins = []
+    if not interrupted:
+        try:
+            hand_ins = _reports(subs, results, bounded, rubric, args, out, live)
+        except KeyboardInterrupt:
+            interrupted = True
+            live.stop.set()
+            live.kill_all()
+    rmtree_hard(private)
     if interrupted:
         # The pages written so far are this command's: a later run may replace them. A worker may
         # have written its page before its result reached this thread, so look at the folder; a
@@ -316,10 +369,14 @@ def run_batch(args, root: Path, out: Path) -> int:
     ordered.sort(key=lambda r: (r.student.lower(), r.file))
     write_text_atomic(out / "results.json", json.dumps(
         {"folder": display_name(str(root)), "mode": mode_text(args),
-         "submissions": [{**asdict(r), "ok": r.ok} for r in ordered]}, indent=1))
+         "submissions": [{**{k: v for k, v in asdict(r).items() if k != "evidence"}, "ok": r.ok} for r in ordered],
+         "students": [{"folder": display_name(h.key), "names": h.report.names, "status": h.report.status(),
+                       "steps": h.report.steps_handed_in, "flags": h.report.flags(), "report": h.page}
+                      for h in hand_ins]}, indent=1))
+    grades = write_grades(out, hand_ins, rubric) if hand_ins else None
     index = write_index(out, ordered, root=root, args=args, ignored=ignored, started=started,
-                        elapsed=time.monotonic() - t0)
-    _clean_stale_pages(out, {r.page for r in ordered})
+                        elapsed=time.monotonic() - t0, students=hand_ins, grades=grades)
+    _clean_stale_pages(out, {r.page for r in ordered} | {h.page for h in hand_ins})
     n_bad = sum(not r.ok for r in ordered)
     if not ordered:
         print(f"[submissions] no .ipynb files found under {display_name(str(root))}", file=sys.stderr)

@@ -14,8 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import display_name
+from ..config import LabError, display_name
 from ..pages import out_folder_blocker
+from ..rubric import load_rubric
 from .batch import MANIFEST, _with_kit_on_path, run_batch
 from .student_kernel import grader_env, make_undumpable
 from .worker import worker_main
@@ -57,12 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="render.sh --submissions",
         usage="render.sh --submissions DIR [--out DIR] [--execute] [--timeout S] "
-              "[--cell-timeout S] [--jobs N]",
+              "[--cell-timeout S] [--jobs N] [--rubric FILE] [--verify]",
         description=(
             "Render every .ipynb under DIR (a folder of student submissions) to "
             "OUT/<student>.html and write OUT/index.html, a table of every submission with "
             "its status. The student's name is the first folder under DIR, or the file name "
-            "for notebooks directly in DIR. Submitted files are only read, never written."
+            "for notebooks directly in DIR. A folder holding the lab's notebooks (recognized by "
+            "the kit's metadata, their numbers or headings) also gets one report page: its "
+            "notebooks in lab order under a score sheet (the rubric's items with their automatic "
+            "evidence; the points are yours), and OUT/grades.csv has one row per such folder. "
+            "Submitted files are only read, never written."
         ),
         epilog=(
             "Statuses: ok, errors in N cells, timed out, kernel died, not a valid notebook, "
@@ -90,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", metavar="N", type=_jobs, default=DEFAULT_JOBS,
                    help=f"notebooks processed at the same time, each in its own process "
                         f"(default: {DEFAULT_JOBS})")
+    p.add_argument("--rubric", metavar="FILE", default=None,
+                   help="the rubric of the lab hand-ins' score sheets and grades.csv "
+                        "(default: the kit's data/rubric.yaml)")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute each lab hand-in's channel table (notebook 03) and top classes (02) for "
+                        "the parameters it printed, and flag tables that differ (stale or edited outputs); "
+                        "runs the kit's code, never the student's")
     return p
 
 
@@ -117,6 +129,8 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     argv = ["--submissions", str(root), "--out", str(out), "--timeout", repr(args.timeout),
             "--cell-timeout", repr(args.cell_timeout), "--jobs", str(args.jobs)]
     argv += ["--execute"] if args.execute else []
+    argv += ["--verify"] if args.verify else []
+    argv += ["--rubric", args.rubric] if args.rubric else []
     data = json.dumps(argv).encode()
     if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
         return
@@ -174,6 +188,12 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     if (out / "index.html").exists() and not (out / MANIFEST).exists():
         parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
                      "write (a lab render?); choose another folder, nothing there is overwritten")
+    try:
+        args.rubric_loaded = load_rubric(args.rubric)
+    except LabError as e:
+        parser.error(f"--rubric: {display_name(str(e))}")
+    if args.rubric is not None:
+        args.rubric = str(Path(args.rubric).expanduser().resolve())
     if hide_paths and args.execute:
         _reexec_hiding_paths(args, root, out)
     try:

@@ -87,7 +87,13 @@ INDEX_HEADER = ["#", "Student", "File", "Status", "Run time (s)", "Notes", "Page
 
 
 def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: list[str],
-                started: datetime.datetime, elapsed: float) -> Path:
+                started: datetime.datetime, elapsed: float, students: list | None = None,
+                grades: Path | None = None) -> Path:
+    """The index: the lab hand-ins (*students*, ``reports.StudentHandIn``: one row per
+    student with a link to the report, and *grades*, the gradebook) first, where there are
+    some, then every notebook."""
+    from .reports import students_table
+
     e = html.escape
     counts: dict[str, int] = {}
     for r in results:
@@ -128,12 +134,19 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
             "own process and temporary folder, with an allow-list environment, timeouts and "
             "proxy variables pointing nowhere. This is not a sandbox.</p>"
         )
+    students_html = ""
+    if students:
+        link = (f' &middot; gradebook: <a href="{e(urllib.parse.quote(grades.name), quote=True)}">{e(grades.name)}</a> '
+                "(one row per student; points columns empty for you)") if grades is not None else ""
+        students_html = (f"<h2>Lab hand-ins: {len(students)} student{'s' if len(students) != 1 else ''} or "
+                         f"teams{link}</h2>{students_table(students)}<h2>Notebooks</h2>")
     folder = display_name(str(root))
     body = f"""<h1>Submissions: {e(display_name(root.name))}</h1>
 <div class="meta">Folder <code>{e(folder)}</code> &middot; {len(results)} notebooks &middot;
 {e(mode_text(args))} &middot; {args.jobs} at a time &middot; generated
 {e(started.strftime('%Y-%m-%d %H:%M:%S %Z').strip())} in {elapsed:.1f} s</div>
 <div class="summary">{summary}</div>
+{students_html}
 {headline}
 {table_html(INDEX_HEADER, rows)}
 {ignored_html}

@@ -3,7 +3,9 @@
 A *run* worker (``phase: run``, with ``--execute``) executes the copy in its workroot
 (``student_kernel.execute_copy``) and leaves ``RUN_FILE`` and ``EXECUTED_FILE`` there; a
 *page* worker classifies the submitted bytes, takes the run's outputs, bounds them and
-writes the student's page, then prints its result (``RESULT_PREFIX``) on stdout.
+writes the student's page, then prints its result (``RESULT_PREFIX``) on stdout, with the
+notebook's evidence (``evidence.notebook_evidence``); a *student* worker (``phase:
+student``) writes a lab hand-in's report page (``reports.student_page``).
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from ..evidence import notebook_evidence, to_json
 from ..pages import write_text_atomic
 from .notebooks import MAX_FILE_BYTES, bound_notebook, count_error_cells, load_notebook
 from .statuses import (
     EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, OK, TIMED_OUT, TOO_LARGE, TRUNCATED_NOTE, errors_status)
 from .student_kernel import (
     execute_copy, make_undumpable, marker_output, mb_text, read_nofollow, write_notebook_atomic)
+from .reports import student_page
 from .student_pages import banner_html, preview_html, render_notebook_page, write_banner_page
 
 RUN_FILE = "run.json"  # in the workroot: what the run worker reports
@@ -166,6 +170,10 @@ def _process_one(spec: dict, res: dict) -> None:
     if cuts:
         notes.append(f"{TRUNCATED_NOTE} ({cuts})")
     res["status"] = status
+    # what the grader's reports read (lab step, answers, parameters, checks), from this run's outputs
+    res["evidence"] = to_json(notebook_evidence(nb, spec["rel"]))
+    if spec.get("bounded"):  # a lab hand-in's notebook: its report page shows this bounded copy
+        write_notebook_atomic(nb, Path(spec["bounded"]))
     banner = banner_html(spec, status, notes, res["message"])
     write_text_atomic(page_path, render_notebook_page(nb, spec, banner))
     res["page_written"] = True
@@ -181,6 +189,8 @@ def worker_main() -> int:
     make_undumpable()  # what it read (the page worker: the hand-in's path) stays its own
     if spec.get("phase") == "run":
         run_phase(spec)
+    elif spec.get("phase") == "student":
+        sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(student_page(spec)) + "\n")
     else:
         res = process_one(spec)
         sys.stdout.write("\n" + RESULT_PREFIX + json.dumps(res) + "\n")
