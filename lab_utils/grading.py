@@ -119,7 +119,7 @@ class StudentReport:
         """What the grader should look at: missing steps that the rubric scores (every missing
         step is in ``missing_steps``), second notebooks of a step, no team names, and each
         item's flags."""
-        scored = {i.step for e in self.items for i in [e.item]}
+        scored = {e.item.step for e in self.items}
         missing = [s for s in self.missing_steps if s in scored]
         out = [f"steps missing: {', '.join(map(str, missing))}"] if missing else []
         out += [f"two notebooks for step {s}: {', '.join(files)} (the first is graded)"

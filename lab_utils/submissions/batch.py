@@ -26,6 +26,7 @@ from pathlib import Path
 from ..config import KIT_ROOT, display_name
 from ..grading import student_report
 from ..pages import simple_page, write_text_atomic
+from ..rubric import load_rubric
 from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
 from .statuses import GRADER_ERROR, LINK, OK
@@ -281,7 +282,7 @@ def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: 
         return []
     taken = {s.slug.lower() for s in subs} | _foreign_pages(out)
     report_page_names(hand_ins, taken)
-    verification = run_verification(hand_ins, _page_worker_env(), live) if args.verify else {}
+    verification = run_verification(hand_ins, _page_worker_env(), live) if getattr(args, "verify", False) else {}
     for h in hand_ins:
         h.report = student_report(display_name(h.key), h.evidence, rubric, verification)
     written = {i: str(p) for i, p in bounded.items() if p.is_file()}
@@ -320,13 +321,14 @@ def run_batch(args, root: Path, out: Path) -> int:
         for name in ("SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
                 restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
-    rubric = args.rubric_loaded
+    rubric = getattr(args, "rubric_loaded", None) or load_rubric(getattr(args, "rubric", None))
     # Bounded copies of the notebooks in hand-in folders, for the report pages: the grader's own
     # private folder (0700), removed at the end.
     private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
     bounded = {i: private / f"{i}.ipynb" for i, sub in enumerate(subs) if group_of(sub.rel) is not None}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
-    futures = {pool.submit(grade_one, sub, args, root, out, live, bounded.get(i)): i for i, sub in enumerate(subs)}
+    futures = {pool.submit(grade_one, sub, args, root, out, live, **({"bounded": bounded[i]} if i in bounded else {})): i
+               for i, sub in enumerate(subs)}
     try:
         for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
             i = futures[fut]
