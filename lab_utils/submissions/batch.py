@@ -26,6 +26,7 @@ from pathlib import Path
 from ..config import KIT_ROOT, display_name
 from ..grading import student_report
 from ..pages import simple_page, write_text_atomic
+from ..rubric import load_rubric
 from .archives import MAX_IGNORED_LISTED, unpack_all
 from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
@@ -337,6 +338,10 @@ def _archive_hand_ins(unpacked: list) -> tuple[list[str], list[str], dict]:
 def run_batch(args, root: Path, out: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
+    # cli.main loads (and checks) the rubric; a caller that built its own args gets the default.
+    rubric = getattr(args, "rubric_loaded", None)
+    if rubric is None:
+        rubric = load_rubric(getattr(args, "rubric", None))
     found = scan(root)
     # The grader's own private folder (0700), removed at the end: the archives' contents, and
     # the bounded copies of the lab hand-ins' notebooks for the report pages.
@@ -370,7 +375,6 @@ def run_batch(args, root: Path, out: Path) -> int:
         for name in ("SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
                 restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
-    rubric = args.rubric_loaded
     # Bounded copies of the notebooks in hand-in folders, for the report pages.
     bounded = {i: private / f"{i}.ipynb" for i, sub in enumerate(subs) if group_of(sub.rel) is not None}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
