@@ -30,7 +30,7 @@ import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .handins import SKIP_DIRS
 from .notebooks import MAX_FILE_BYTES
