@@ -4,7 +4,9 @@
                 [--timeout S] [--cell-timeout S] [--jobs N]
 
 Every ``.ipynb`` under the folder is one submission (``handins``: discovery and
-names; symbolic links are listed, never followed).  By default each notebook is
+names; symbolic links are listed, never followed).  A ``.zip`` directly in the folder
+counts as a folder of that name (``archives``: extracted into the grader's private
+temporary folder, unsafe entries skipped and listed; the hand-ins are only read).  By default each notebook is
 converted as submitted (no code runs).  With ``--execute`` each one runs on a
 *copy* in a fresh temporary folder, in its own process, with a per-cell and a
 total timeout (``student_kernel``); errors are recorded, not fatal.  The
@@ -23,7 +25,8 @@ Per hand-in, two short-lived worker processes (``python -m lab_utils.submissions
 
 Statuses written to the index (exact words):
 ``ok``, ``errors in N cells`` (``errors in 1 cell``), ``timed out``, ``kernel died``,
-``not a valid notebook``, ``empty``, ``symbolic link (not followed)``, and, rarely,
+``not a valid notebook``, ``empty``, ``symbolic link (not followed)``, ``not a readable
+archive`` (a ``.zip`` hand-in that could not be opened), and, rarely,
 ``too large`` (file over the read limit) or ``grader error`` (a bug or a crash of
 the grading process itself).  Annotations such as ``old nbformat (converted)`` or
 ``outputs truncated`` go in the notes column and do not change the status.
@@ -35,6 +38,8 @@ The package, one module a stage:
 
 - ``handins``: finding the hand-ins and naming them (names shown safely, links never
   followed);
+- ``archives``: the ``.zip`` hand-ins, extracted defensively (paths, links, encryption,
+  nested archives, entry count, per-file and total size limits) into the private folder;
 - ``notebooks``: reading the submitted bytes (``load_notebook``) and bounding the
   outputs (``bound_notebook``);
 - ``student_kernel``: executing a copy (workroot, allow-list environment, the bounded
@@ -42,6 +47,7 @@ The package, one module a stage:
 - ``statuses``: the status words and their badge classes;
 - ``student_pages``: a student's page and the batch's index;
 - ``worker``: the run and page workers (``--one -``);
+- ``reports``: one report per lab hand-in folder (or archive), ``grades.csv``;
 - ``batch``: the parent: every hand-in through its workers, ``results.json``, the
   manifest of this command's pages;
 - ``cli``: the command line (``main``), ``__main__``: ``python -m lab_utils.submissions``.
@@ -58,12 +64,13 @@ from .batch import (  # noqa: F401
     run_batch)
 from .cli import (  # noqa: F401
     ARGS_FD_FLAG, DEFAULT_CELL_TIMEOUT, DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_TIMEOUT, build_parser, main)
+from .archives import MAX_ARCHIVE_BYTES, MAX_ENTRIES, MAX_TOTAL_BYTES, unpack_all  # noqa: F401
 from .handins import Submission, assign_names, discover, scan, slugify  # noqa: F401
 from .notebooks import (  # noqa: F401
     IMAGE_LIMIT, MAX_FILE_BYTES, NOTEBOOK_OUTPUT_BUDGET, RICH_TEXT_LIMIT, SOURCE_LIMIT, Loaded, bound_notebook,
     count_error_cells, load_notebook, truncate_text)
 from .statuses import (  # noqa: F401
-    EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, LINK, OK, OLD_FORMAT_NOTE, TIMED_OUT, TOO_LARGE, TRUNCATED_NOTE,
+    BAD_ARCHIVE, EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, LINK, OK, OLD_FORMAT_NOTE, TIMED_OUT, TOO_LARGE, TRUNCATED_NOTE,
     errors_status, status_class)
 from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout  # noqa: F401
 from .student_kernel import (  # noqa: F401

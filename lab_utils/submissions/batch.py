@@ -27,9 +27,10 @@ from ..config import KIT_ROOT, display_name
 from ..grading import student_report
 from ..pages import simple_page, write_text_atomic
 from ..rubric import load_rubric
+from .archives import MAX_IGNORED_LISTED, unpack_all
 from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
-from .statuses import GRADER_ERROR, LINK, OK
+from .statuses import BAD_ARCHIVE, GRADER_ERROR, LINK, OK
 from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
 from .reports import (evidence_of, group_of, lab_hand_ins, report_page_names, run_verification,
                       student_page_spec, write_grades)
@@ -126,13 +127,14 @@ def _log_tail(path: Path) -> str:
 def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) -> tuple[dict, str | None, float]:
     """Execute a copy of *sub* in *workroot*: (run info, path of the run's notebook or
     None, seconds). Every process of the run has ended when this returns."""
-    src = root / sub.rel
+    where = root if sub.base is None else sub.base  # an archive's notebook: its extraction folder
+    src = where / sub.rel
     name = Path(sub.rel).name
     try:
         if os.lstat(src).st_size > MAX_FILE_BYTES:
             return {"executed": False, "notes": []}, None, 0.0  # the page says "too large"
         (workroot / "work" / name).write_bytes(read_nofollow(src, MAX_FILE_BYTES))
-        notes = copy_student_files(src, root, workroot / "work")
+        notes = copy_student_files(src, where, workroot / "work")
     except OSError as e:
         return {"executed": False, "error": f"the hand-in could not be copied: {e}", "notes": []}, None, 0.0
     settings = {"phase": "run", "workroot": str(workroot), "notebook": name,
@@ -202,9 +204,14 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded
     page = out / f"{sub.slug}.html"
     base = Result(student=sub.name, file=sub.shown_rel, page=page.name, status=GRADER_ERROR,
                   seconds=0.0, notes=list(sub.notes))
-    spec = {"phase": "page", "src": str(root / sub.rel), "rel": sub.shown_rel, "name": sub.name,
+    src = (root if sub.base is None else sub.base) / sub.rel
+    spec = {"phase": "page", "src": str(src), "rel": sub.shown_rel, "name": sub.name,
             "slug": sub.slug, "page": str(page), "execute": bool(args.execute),
             "mode_text": mode_text(args), "bounded": str(bounded) if bounded is not None else None}
+    if sub.problem is not None:  # nothing to read (an archive that could not be opened)
+        base.status, base.message = sub.problem
+        write_banner_page(page, spec, base.status, base.notes, base.message)
+        return base
     if sub.link is not None:
         base.status = LINK
         base.message = f"links to {sub.link}: not read (symbolic links are never followed)"
@@ -302,13 +309,60 @@ def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: 
     return hand_ins
 
 
+def _archive_hand_ins(unpacked: list) -> tuple[list[str], list[str], dict]:
+    """The archives' notebooks (relative paths), their ignored entries, and rel -> (base,
+    notes, problem) for the ``Submission`` of each (``archives.unpack_all``'s results)."""
+    rels: list[str] = []
+    ignored: list[str] = []
+    extra: dict[str, tuple] = {}
+    for u in unpacked:
+        ignored += u.ignored
+        if u.n_skipped > MAX_IGNORED_LISTED:
+            ignored.append(f"{u.name} (... and {u.n_skipped - MAX_IGNORED_LISTED:,} more skipped entries)")
+        skipped = ([f"{u.name}: {u.n_skipped} entr{'y' if u.n_skipped == 1 else 'ies'} skipped "
+                    "(see Ignored files)"] if u.n_skipped else [])
+        if u.error is not None:
+            rels.append(u.name)
+            extra[u.name] = (None, [], (BAD_ARCHIVE, f"{display_name(u.name)}: {display_name(u.error)}"))
+            print(f"[submissions] {display_name(u.name)}: {BAD_ARCHIVE}: {display_name(u.error)}", file=sys.stderr)
+            continue
+        if not u.members:
+            ignored.append(f"{u.name} (an archive without a notebook)")
+        for m in u.members:
+            rels.append(m.rel)
+            problem = None if m.problem is None else (m.problem[0], display_name(m.problem[1]))
+            extra[m.rel] = (u.base, [f"from {display_name(u.name)} ({display_name(m.inner)})", *skipped], problem)
+    return rels, ignored, extra
+
+
 def run_batch(args, root: Path, out: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
+    # cli.main loads (and checks) the rubric; a caller that built its own args gets the default.
+    rubric = getattr(args, "rubric_loaded", None)
+    if rubric is None:
+        rubric = load_rubric(getattr(args, "rubric", None))
     found = scan(root)
-    ignored = found.ignored
-    subs = assign_names(found.notebooks, found.links, taken=_foreign_pages(out))
-    out.mkdir(parents=True, exist_ok=True)
+    # The grader's own private folder (0700), removed at the end: the archives' contents, and
+    # the bounded copies of the lab hand-ins' notebooks for the report pages.
+    private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
+    try:
+        unpacked = unpack_all(root, found.archives, private / "archives", data_files=bool(args.execute))
+        archive_rels, archive_ignored, extra = _archive_hand_ins(unpacked)
+        ignored = sorted(found.ignored + archive_ignored)
+        subs = assign_names(found.notebooks + archive_rels, found.links, taken=_foreign_pages(out))
+    except BaseException:
+        rmtree_hard(private)
+        raise
+    for sub in subs:
+        if sub.rel in extra:
+            sub.base, notes, sub.problem = extra[sub.rel]
+            sub.notes += notes
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        rmtree_hard(private)
+        raise
     live = _Live()
     results: dict[int, Result] = {}
     mode = "executing" if args.execute else "converting"
@@ -321,10 +375,7 @@ def run_batch(args, root: Path, out: Path) -> int:
         for name in ("SIGTERM", "SIGHUP"):
             if hasattr(signal, name):
                 restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
-    rubric = getattr(args, "rubric_loaded", None) or load_rubric(getattr(args, "rubric", None))
-    # Bounded copies of the notebooks in hand-in folders, for the report pages: the grader's own
-    # private folder (0700), removed at the end.
-    private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
+    # Bounded copies of the notebooks in hand-in folders, for the report pages.
     bounded = {i: private / f"{i}.ipynb" for i, sub in enumerate(subs) if group_of(sub.rel) is not None}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     futures = {pool.submit(grade_one, sub, args, root, out, live, **({"bounded": bounded[i]} if i in bounded else {})): i

@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Submitted files are only read, never written."
         ),
         epilog=(
+            "A .zip archive directly in DIR counts as a folder (extracted into the grader's private "
+            "temporary folder; unsafe entries are skipped and listed). "
             "Statuses: ok, errors in N cells, timed out, kernel died, not a valid notebook, "
-            "empty. Exit status: 0 if every submission is ok, 1 if any is not (all are still "
+            "empty, not a readable archive. Exit status: 0 if every submission is ok, 1 if any is not (all are still "
             "processed), 2 for a usage error. SECURITY: --execute runs untrusted student code "
             "with your user's permissions; the kit adds timeouts, a separate process and "
             "temporary folder per notebook and network-free proxy settings, but it is not a "
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--submissions", metavar="DIR", required=True,
-                   help="folder of submissions (searched recursively for .ipynb files)")
+                   help="folder of submissions (searched recursively for .ipynb files; a .zip "
+                        "directly in it counts as a folder)")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                    help=f"where the pages go (default: {DEFAULT_OUT}, relative to the current "
                         "folder); must not be inside the submissions folder")

@@ -1,13 +1,14 @@
 """Finding and naming the hand-ins of a submissions folder (``render.sh --submissions``).
 
-A *hand-in* is an ``.ipynb`` file under the folder. Its student name is the
+A *hand-in* is an ``.ipynb`` file under the folder, or a ``.zip`` archive directly in
+it (``archives``: its notebooks count as those of a folder). Its student name is the
 first folder under the root (``alice/lab.ipynb`` -> ``alice``), or the file name
-for notebooks directly in the root. Names come from the file system and are
+for notebooks (and archives) directly in the root. Names come from the file system and are
 untrusted: ``config.display_name`` makes any of them safe to print and to write into UTF-8
 pages (undecodable bytes and invisible or direction-changing characters are
 shown as escapes), and ``slugify`` makes page names from them.
 
-Symbolic links are never followed: a linked ``.ipynb`` is listed as a hand-in
+Symbolic links are never followed: a linked ``.ipynb`` (or top-level ``.zip``) is listed as a hand-in
 with the status ``symbolic link (not followed)``, a linked folder among the
 ignored entries, so nothing outside the folder is ever read through one.
 """
@@ -48,6 +49,10 @@ class Submission:
     slug: str  # file-name-safe page name, without ".html"
     notes: list[str] = field(default_factory=list)
     link: str | None = None  # for a symbolic link: where it points (display_name()), never followed
+    # Where the bytes are: ``base / rel`` (None: DIR itself). An archive's notebooks were extracted
+    # into the grader's private folder (``archives``); ``rel`` stays the name shown and grouped.
+    base: Path | None = None
+    problem: tuple[str, str] | None = None  # (status, message): nothing could be read (a bad archive)
 
     @property
     def shown_rel(self) -> str:
@@ -60,7 +65,8 @@ class Discovery:
 
     notebooks: list[str]  # regular .ipynb files
     ignored: list[str]  # not notebooks, hidden, checkpoint folders, linked folders ("x/ (...)")
-    links: dict[str, str]  # .ipynb symbolic links: relative path -> link target (as stored)
+    links: dict[str, str]  # .ipynb (and top-level .zip) symbolic links: relative path -> link target (as stored)
+    archives: list[str] = field(default_factory=list)  # regular .zip files directly in the folder
 
 
 def discover(root: Path) -> tuple[list[str], list[str]]:
@@ -76,10 +82,15 @@ def scan(root: Path) -> Discovery:
     Hidden files and folders, ``.ipynb_checkpoints`` and ``__MACOSX`` are skipped
     (listed as ignored); linked folders are listed as ignored with their target;
     linked ``.ipynb`` files are returned in ``links`` (they get a row, not a read).
+    ``.zip`` files directly in *root* are hand-ins too (``archives``; a linked one is in
+    ``links``); deeper ones are ignored files.
     """
+    from .archives import is_archive_name
+
     notebooks: list[str] = []
     ignored: list[str] = []
     links: dict[str, str] = {}
+    archives: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False
         here = Path(dirpath)
         keep = []
@@ -96,16 +107,19 @@ def scan(root: Path) -> Discovery:
             p = here / f
             rel = p.relative_to(root).as_posix()
             is_notebook = not f.startswith(".") and f.lower().endswith(".ipynb")
+            is_archive = here == root and is_archive_name(f)
             if p.is_symlink():
-                if is_notebook:
+                if is_notebook or is_archive:
                     links[rel] = _target(p)
                 else:
                     ignored.append(f"{rel} (symbolic link, not followed)")
             elif is_notebook and p.is_file():
                 notebooks.append(rel)
+            elif is_archive and p.is_file():
+                archives.append(rel)
             else:
                 ignored.append(rel)
-    return Discovery(sorted(notebooks), sorted(ignored), dict(sorted(links.items())))
+    return Discovery(sorted(notebooks), sorted(ignored), dict(sorted(links.items())), sorted(archives))
 
 
 def _target(link: Path) -> str:
@@ -117,6 +131,11 @@ def _target(link: Path) -> str:
 
 def _strip_ipynb(name: str) -> str:
     return name[: -len(".ipynb")] if name.lower().endswith(".ipynb") else name
+
+
+def _strip_top(name: str) -> str:
+    """The student name of a file directly in the folder: ``bob.ipynb``, ``bob.zip`` -> ``bob``."""
+    return name[: -len(".zip")] if name.lower().endswith(".zip") and len(name) > 4 else _strip_ipynb(name)
 
 
 def slugify(name: str) -> str:
@@ -149,7 +168,7 @@ def assign_names(rels: list[str], links: dict[str, str] | None = None,
     keys = {}
     for rel in rels:
         parts = PurePosixPath(rel).parts
-        keys[rel] = display_name(parts[0] if len(parts) > 1 else _strip_ipynb(parts[0]))
+        keys[rel] = display_name(parts[0] if len(parts) > 1 else _strip_top(parts[0]))
     counts: dict[str, int] = {}
     for k in keys.values():
         counts[k] = counts.get(k, 0) + 1

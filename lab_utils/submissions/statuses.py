@@ -11,6 +11,7 @@ INVALID = "not a valid notebook"
 EMPTY = "empty"
 TOO_LARGE = "too large"
 LINK = "symbolic link (not followed)"
+BAD_ARCHIVE = "not a readable archive"  # a top-level .zip hand-in that could not be opened
 GRADER_ERROR = "grader error"
 OLD_FORMAT_NOTE = "old nbformat (converted)"
 TRUNCATED_NOTE = "outputs truncated"
@@ -25,7 +26,7 @@ _ERRORS_RE = re.compile(r"^errors in \d+ cells?$")
 
 
 _STATUS_CLASS = {OK: "ok", TIMED_OUT: "fail", KERNEL_DIED: "fail", INVALID: "bad",
-                 EMPTY: "bad", TOO_LARGE: "bad", GRADER_ERROR: "bad"}
+                 EMPTY: "bad", TOO_LARGE: "bad", GRADER_ERROR: "bad", BAD_ARCHIVE: "bad"}
 
 
 def status_class(status: str) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..config import display_name
 from ..pages import badge, inline_badge, notebook_page, simple_page, table_html, write_index_page, write_text_atomic
 from .statuses import (
-    _ERRORS_RE, EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, LINK, OK, TIMED_OUT, TOO_LARGE, errors_status,
+    _ERRORS_RE, BAD_ARCHIVE, EMPTY, GRADER_ERROR, INVALID, KERNEL_DIED, LINK, OK, TIMED_OUT, TOO_LARGE, errors_status,
     status_class)
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
     for r in results:
         key = "errors" if _ERRORS_RE.match(r.status) else r.status
         counts[key] = counts.get(key, 0) + 1
-    order = [OK, "errors", TIMED_OUT, KERNEL_DIED, INVALID, EMPTY, TOO_LARGE, LINK, GRADER_ERROR]
+    order = [OK, "errors", TIMED_OUT, KERNEL_DIED, INVALID, EMPTY, TOO_LARGE, BAD_ARCHIVE, LINK, GRADER_ERROR]
     summary = " ".join(
         f"<span>{badge(k, status_class(k if k != 'errors' else errors_status(2)))} {counts[k]}</span>"
         for k in order if counts.get(k)
@@ -124,7 +124,8 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
         more = f"<li>... and {len(ignored) - len(listed)} more</li>" if len(ignored) > len(listed) else ""
         ignored_html = (
             f"<details><summary>Ignored files ({len(ignored)}): not notebooks, hidden, "
-            "checkpoint folders or symbolic links</summary><ul>"
+            "checkpoint folders, symbolic links, or entries of a .zip hand-in that were not extracted "
+            "(the reason in brackets)</summary><ul>"
             + "".join(f"<li><code>{e(display_name(p))}</code></li>" for p in listed) + more + "</ul></details>"
         )
     security = ""
@@ -154,7 +155,8 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
 <p class="notes">Statuses: <b>ok</b>; <b>errors in N cells</b> (the page shows where);
 <b>timed out</b> (a cell or the whole notebook ran past its limit); <b>kernel died</b>
 (os._exit, a crash, or out of memory); <b>not a valid notebook</b>; <b>empty</b>;
-<b>symbolic link (not followed)</b> (a link is never read through).
+<b>symbolic link (not followed)</b> (a link is never read through); <b>not a readable archive</b>
+(a <code>.zip</code> hand-in that could not be opened).
 Notes such as <i>old nbformat (converted)</i> or <i>outputs truncated</i> do not change the
 status. The submitted files were only read, never modified.</p>"""
     return write_index_page(out / "index.html", f"Submissions: {display_name(root.name)}", body)
