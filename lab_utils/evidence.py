@@ -27,8 +27,14 @@ PLACEHOLDER = "> _(write here: replace this line)_"
 NAMES_PLACEHOLDER = "> _(your names here: one per line, or separated by commas)_"
 STEP_NOTEBOOKS = {1: "01_model_choice", 2: "02_filter_selection", 3: "03_channel_analysis",
                   4: "04_channel_visualization", 5: "05_summary"}
-CHECK_RE = re.compile(r"^CHECK (?P<name>[^:\n]{1,80}): (?P<result>PASS|FAIL)(?: - (?P<hint>.*))?$", re.M)
-_FILE_STEP_RE = re.compile(r"^0?([1-5])(?:[_\- .]|$)|step[_\- ]?0?([1-5])(?!\d)", re.I)
+CHECK_RE = re.compile(r"^CHECK (?P<name>[^:\r\n]{1,80}): (?P<result>PASS|FAIL)(?: - (?P<hint>[^\r\n]*))?\r?$", re.M)
+# The kit's numbering (02_..., 2-...? no: a leading zero is required, "4-layer-net" is not step 4) or "step 2"
+_FILE_STEP_RE = re.compile(r"^0([1-5])(?:[_\- .]|$)|(?<![a-z])step[_\- ]?0?([1-5])(?!\d)", re.I)
+# A check cell calls one of these (lab_utils.exercises); its CHECK lines are the only ones counted.
+CHECK_CALLS = {"check_channel_norms": "l2_norms", "check_top_channels": "ranking",
+               "check_categories": "categories", "check_ascent_step": "ascent_step"}
+# The checks an exercise notebook of each step must show (a deleted check cell is "not run").
+EXPECTED_CHECKS = {2: ("ascent_step",), 3: ("l2_norms", "ranking", "categories")}
 _HEADING_STEP_RE = re.compile(r"^#\s*Step\s+([1-5])\b", re.I | re.M)
 _WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
@@ -107,16 +113,24 @@ def _answer_title(cell, mark: str) -> str:
 
 
 def _student_text(source: str, mark: str, placeholder: str) -> tuple[str, bool]:
-    """The cell's text without the kit's heading, its italic prompt and the placeholder."""
+    """The cell's text without the kit's heading, its italic prompt (the first non-blank line
+    under the heading, when the heading is still there) and the placeholder line (with or
+    without its ``>``)."""
     lines = source.strip().split("\n")
-    kept, left = [], False
+    bare = placeholder.lstrip("> ").strip()
+    kept, left, heading_at = [], False, None
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if stripped.startswith(mark) or (stripped == placeholder) or (i == 0 and stripped.startswith("#")):
-            left = left or stripped == placeholder
+        if i == 0 and (stripped.startswith(mark) or stripped.startswith("#")):
+            heading_at = i
             continue
-        if i <= 3 and stripped.startswith("*") and stripped.endswith("*") and not stripped.startswith("**"):
-            continue  # the prompt, right under the heading
+        if stripped in (placeholder, bare, "> " + bare):
+            left = True
+            continue
+        if heading_at is not None and not any(k.strip() for k in kept) and stripped.startswith("*") and stripped.endswith("*") \
+                and not stripped.startswith("**") and all(not ln.strip() for ln in lines[heading_at + 1:i]):
+            heading_at = None  # the prompt: only the first line under the heading
+            continue
         kept.append(line)
     return "\n".join(kept).strip(), left
 
@@ -134,7 +148,16 @@ def answers(nb: dict) -> list[Answer]:
             continue
         text, left = _student_text(src, ANSWER_MARK, PLACEHOLDER)
         found.append(Answer(_answer_title(cell, ANSWER_MARK), text, left))
-    return found
+    merged: dict[str, Answer] = {}  # a copied answer cell keeps its title: one answer, both texts
+    for a in found:
+        key = a.title.casefold()
+        if key in merged:
+            b = merged[key]
+            merged[key] = Answer(b.title, "\n\n".join(t for t in (b.text, a.text) if t),
+                                 b.placeholder_left and a.placeholder_left)
+        else:
+            merged[key] = a
+    return list(merged.values())
 
 
 def team_names(nb: dict) -> list[str]:
@@ -144,9 +167,10 @@ def team_names(nb: dict) -> list[str]:
         src = _source(cell)
         if cell.get("cell_type") == "markdown" and ("names" in _tags(cell) or src.lstrip().startswith(NAMES_MARK)):
             text, _ = _student_text(src, NAMES_MARK, NAMES_PLACEHOLDER)
+            text = "\n".join(re.sub(r"^\s*>\s?", "", line) for line in text.split("\n"))  # kept the quote
             parts = re.split(r"\n|,|;|\band\b", text)
             names = [" ".join(re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", p).split()) for p in parts]
-            return [n.strip("*_ ") for n in names if n.strip("*_ ")]
+            return [n.strip("*_() ") for n in names if n.strip("*_() ")]
     return []
 
 
@@ -219,18 +243,33 @@ class Check:
 
 
 def exercise_checks(nb: dict) -> list[Check]:
-    """Every ``CHECK`` line in the notebook's stored stream outputs, in order (the last
-    result of a name wins: a check re-run after a fix replaces its failure)."""
+    """The exercise checks: ``CHECK`` lines printed by the kit's check cells (a cell whose
+    source calls one of ``CHECK_CALLS``; a line printed anywhere else does not count), the last
+    result of a name winning (a check re-run after a fix replaces its failure). In an exercise
+    notebook (the kit's metadata ``exercise``) of step 2 or 3, an expected check that printed
+    nothing (its cell deleted, or not run) is a failure "not run"."""
     results: dict[str, Check] = {}
     for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
-            if out.get("output_type") != "stream":
+        if cell.get("cell_type") != "code":
+            continue
+        src = _source(cell)
+        names = {name for call, name in CHECK_CALLS.items() if f"{call}(" in src}
+        if not names:
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "stream" or out.get("name") != "stdout":
                 continue
             text = out.get("text", "")
             text = "".join(text) if isinstance(text, list) else str(text)
             for m in CHECK_RE.finditer(text):
-                results[m.group("name").strip()] = Check(m.group("name").strip(), m.group("result") == "PASS",
-                                                         (m.group("hint") or "").strip())
+                name = m.group("name").strip()
+                if name in names:
+                    results[name] = Check(name, m.group("result") == "PASS", (m.group("hint") or "").strip())
+    meta = _kit_meta(nb)
+    step = lab_step(nb).step
+    if meta.get("exercise") and step in EXPECTED_CHECKS:
+        for name in EXPECTED_CHECKS[step]:
+            results.setdefault(name, Check(name, False, "not run: its check cell is missing or did not run"))
     return list(results.values())
 
 

@@ -31,6 +31,9 @@ from .config import LabError
 
 BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?::\s*(?P<stub>.*))?\s*$")
 END_RE = re.compile(r"^[ \t]*### END SOLUTION\s*$")
+# Anything that looks like a marker but is not exactly one ("### begin solution", "# BEGIN
+# SOLUTION", "###BEGIN SOLUTION"): refused, or its solution would reach the students.
+NEAR_MARKER_RE = re.compile(r"#+\s*(BEGIN|END)\s+SOLUTION", re.I)
 YOUR_CODE = "# YOUR CODE HERE (replace the line below)"
 EXERCISE_METADATA = "exercise"  # in the kit's notebook metadata: "solution" or "student"
 
@@ -54,6 +57,9 @@ def strip_source(source: str, where: str = "cell") -> tuple[str, int]:
             if inside is None:
                 raise LabError(f"{where}, line {n}: END SOLUTION without a BEGIN SOLUTION")
             inside = None
+        elif NEAR_MARKER_RE.search(line):
+            raise LabError(f"{where}, line {n}: {line.strip()[:60]!r} is not a marker; write exactly "
+                           f"'### BEGIN SOLUTION: stub' and '### END SOLUTION'")
         elif inside is None:
             out.append(line)
     if inside is not None:
@@ -74,10 +80,13 @@ def strip_solutions(nb: dict) -> dict:
     cells, total = [], 0
     for i, cell in enumerate(student.get("cells", [])):
         tags = cell.get("metadata", {}).get("tags", [])
-        if "solution" in tags:
+        if isinstance(tags, list) and "solution" in tags:
             continue
         src = cell.get("source", "")
         src = "".join(src) if isinstance(src, list) else src
+        if cell.get("cell_type") != "code" and NEAR_MARKER_RE.search(src):
+            raise LabError(f"cell {i} ({cell.get('cell_type')}) holds a SOLUTION marker: only code cells are "
+                           f"stripped; tag a markdown answer 'solution' to leave it out of the student version")
         if cell.get("cell_type") == "code":
             cell["source"], n = strip_source(src, f"cell {i}")
             total += n

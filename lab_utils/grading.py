@@ -154,14 +154,23 @@ def parameter_mismatches(by_step: dict) -> dict:
     return out
 
 
+def _graded_first(nb: NotebookEvidence) -> tuple:
+    """Which of two notebooks of one step is graded: the kit's own file name first (not a
+    Jupyter "-Copy1"), then the one with more answers written, then the one that ran clean,
+    then the file name."""
+    canonical = nb.file.rsplit("/", 1)[-1] == f"{STEP_NOTEBOOKS.get(nb.step.step, '')}.ipynb"
+    written = sum(a.written for a in nb.answers)
+    return (not canonical, -written, not nb.ran_clean, nb.file)
+
+
 def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric,
                    verification: dict | None = None) -> StudentReport:
-    """Group *notebooks* by lab step (the first of a step, in file order, is graded; the
+    """Group *notebooks* by lab step (of two for one step, ``_graded_first`` decides; the
     others are listed) and gather the evidence of every rubric item. *verification*: the
     graded notebook's file -> {table: ``verify.compare`` text} (``--verify``)."""
     verification = verification or {}
     by_step, duplicates, extra = {}, {}, []
-    for nb in sorted(notebooks, key=lambda n: n.file):
+    for nb in sorted(notebooks, key=lambda n: (n.step.step is None, n.step.step or 0, _graded_first(n))):
         step = nb.step.step
         if step is None:
             extra.append(nb)
@@ -170,7 +179,8 @@ def student_report(key: str, notebooks: list[NotebookEvidence], rubric: Rubric,
         else:
             by_step[step] = nb
     mismatched = parameter_mismatches(by_step)
-    names = next((nb.names for s, nb in sorted(by_step.items()) if nb.names), [])
+    names = next((nb.names for nb in list(by_step.values()) + [n for n in notebooks if n not in by_step.values()]
+                  if nb.names), [])
     items = []
     for item in rubric.items:
         nb = by_step.get(item.step)
@@ -255,13 +265,24 @@ def _spreadsheet_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def gradebook_csv(reports: list[StudentReport], rubric: Rubric, pages: dict) -> str:
-    """grades.csv: one row per student (``pages``: report key -> its page's file name)."""
+def gradebook_csv(reports: list[StudentReport], rubric: Rubric, pages: dict, previous: str = "") -> str:
+    """grades.csv: one row per student (``pages``: report key -> its page's file name). The
+    points a grader already typed into *previous* (the file's earlier text) are kept, by
+    student and column: a re-run for a late hand-in loses no grade."""
+    typed: dict[str, dict] = {}
+    if previous:
+        for row in csv.DictReader(io.StringIO(previous)):
+            kept = {k: v for k, v in row.items() if k and (k.endswith("_points") or k == "total_points") and v}
+            if row.get("student") and kept:
+                typed[row["student"]] = kept
     buf = io.StringIO()
     cols = gradebook_columns(rubric)
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\r\n")
     writer.writeheader()
     for report in reports:
-        row = gradebook_row(report, rubric, pages.get(report.key, ""))
-        writer.writerow({k: _spreadsheet_safe(str(v)) for k, v in row.items()})
+        row = {k: _spreadsheet_safe(str(v)) for k, v in gradebook_row(report, rubric, pages.get(report.key, "")).items()}
+        for k, v in typed.get(row["student"], {}).items():
+            if k in row:
+                row[k] = v  # the grader's own text, as it was
+        writer.writerow(row)
     return buf.getvalue()

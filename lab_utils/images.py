@@ -581,8 +581,21 @@ def load_imagenet_mini(split: str = "train+val", size: int = 224, limit: int | N
         folder = next((f for f in (root / "imagenet-mini" / name, root / name) if f.is_dir()), None)
         if folder is None:
             raise ResourceMissingError(f"imagenet-mini download at {root} has no {name}/ folder")
+        if parts and _quota_filled(parts[0], limit, per_class):
+            break  # train already holds every image asked for: val would be decoded to be thrown away
         parts.append(load_probe_set(folder, size=size, limit=limit, per_class=per_class))
     return parts[0] if len(parts) == 1 else merge_probe_sets(parts, f"imagenet-mini {split}", limit, per_class)
+
+
+def _quota_filled(part: ProbeSet, limit: int | None, per_class: int | None) -> bool:
+    """Whether *part* alone reaches ``limit`` images, or ``per_class`` images in each of the
+    1000 classes (then a second split adds nothing)."""
+    if limit is not None and len(part) >= limit:
+        return True
+    if per_class is None:
+        return False
+    counts = Counter(part.labels)
+    return len(counts) >= 1000 and min(counts.values()) >= per_class
 
 
 def merge_probe_sets(parts: list, name: str, limit: int | None = None, per_class: int | None = None) -> ProbeSet:

@@ -108,6 +108,8 @@ def _item(entry, where: str, seen: set) -> RubricItem:
     if not isinstance(item_id, str) or not ID_RE.fullmatch(item_id):
         raise LabError(f"{where}: id must be a short name of letters, digits and _ (a grades.csv column), "
                        f"got {item_id!r}")
+    if item_id.lower() == "total":
+        raise LabError(f"{where}: id 'total' is reserved (grades.csv has a total_points column)")
     if item_id in seen:
         raise LabError(f"{where}: id {item_id!r} is used twice")
     seen.add(item_id)

@@ -30,6 +30,16 @@ def test_a_region_becomes_its_stub_at_its_indentation():
     assert bare == f"{X.YOUR_CODE}\npass" and "secret" not in bare
 
 
+def test_near_markers_are_refused_instead_of_leaking_the_solution():
+    for marker in ("### begin solution", "###BEGIN SOLUTION", "###  BEGIN SOLUTION", "# BEGIN SOLUTION"):
+        with pytest.raises(LabError, match="is not a marker"):
+            X.strip_source(f"{marker}\nanswer = 42\n### END SOLUTION")
+    nb = json.loads(SOLUTIONS[1].read_text())
+    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "### BEGIN SOLUTION\n42\n### END SOLUTION"})
+    with pytest.raises(LabError, match="only code cells are stripped"):
+        X.strip_solutions(nb)
+
+
 @pytest.mark.parametrize("src, message", [
     ("### BEGIN SOLUTION\nx = 1", "cell: the region opened at line 1 has no END SOLUTION"),
     ("x = 1\n### END SOLUTION", "line 2: END SOLUTION without a BEGIN"),

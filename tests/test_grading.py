@@ -109,6 +109,8 @@ def test_the_lab_step_comes_from_metadata_then_the_file_name_then_the_heading():
     assert E.lab_step(_nb([_md("# Step 5: summary")]), "final.ipynb") == E.StepFound(5, "heading")
     assert E.lab_step(_nb([_md("# Notes")]), "2023_notes.ipynb").step is None  # a year is not a step
     assert E.lab_step(_nb([]), "step12.ipynb").step is None
+    for name in ("4-layer-net.ipynb", "2 cats.ipynb", "footstep3.ipynb", "1_scratch.ipynb"):
+        assert E.lab_step(_nb([]), name).step is None, name
 
 
 def test_answers_count_the_students_words_only():
@@ -119,6 +121,15 @@ def test_answers_count_the_students_words_only():
     assert found["b"].words == 9 and found["b"].written and not found["b"].placeholder_left
     assert found["c"].written and found["c"].placeholder_left
     assert len(found) == 3
+    italic = _md(f"{E.ANSWER_MARK} d\n\n*the prompt*\n\n*It is a plain chain of convs*", ["student"], "d")
+    no_heading = _md("*It is a plain chain of convs*", ["student"], "e")
+    same_line = _md(f"{E.ANSWER_MARK} f\n\n*the prompt* my answer", ["student"], "f")
+    unquoted = _md(f"{E.ANSWER_MARK} g\n\n*the prompt*\n\n_(write here: replace this line)_", ["student"], "g")
+    copied = [_answer("h", "first half of it"), _answer("h")]
+    more = {a.title: a for a in E.answers(_nb([italic, no_heading, same_line, unquoted, *copied]))}
+    assert more["d"].words == 7 and more["e"].words == 7 and more["f"].words == 4
+    assert not more["g"].written and more["g"].placeholder_left
+    assert more["h"].words == 4 and more["h"].written  # a copied cell: one answer
 
 
 def test_an_answer_cell_renamed_by_the_student_keeps_its_title_from_metadata():
@@ -130,6 +141,10 @@ def test_an_answer_cell_renamed_by_the_student_keeps_its_title_from_metadata():
 def test_team_names_are_read_from_the_names_cell():
     cell = _md(f"{E.NAMES_MARK} team names\n\n- Ada Lovelace\n- Alan  Turing and Grace Hopper", ["student", "names"])
     assert E.team_names(_nb([cell])) == ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
+    quoted = _md(f"{E.NAMES_MARK} team names\n\n> Alice Martin, Bob Durand", ["student", "names"])
+    assert E.team_names(_nb([quoted])) == ["Alice Martin", "Bob Durand"]
+    typed_in = _md(f"{E.NAMES_MARK} team names\n\n> _(Alice, Bob)_", ["student", "names"])
+    assert E.team_names(_nb([typed_in])) == ["Alice", "Bob"]
     empty = _md(f"{E.NAMES_MARK} team names\n\n{E.NAMES_PLACEHOLDER}", ["student", "names"])
     assert E.team_names(_nb([empty])) == []
     assert E.answers(_nb([cell])) == []  # the names cell is not an answer
@@ -147,10 +162,24 @@ def test_exercise_checks_keep_the_last_result_of_each_name():
     out = {"output_type": "stream", "name": "stdout",
            "text": "CHECK l2_norms: FAIL - norms of the slices, not of the filter\nCHECK ranking: PASS\n"}
     again = {"output_type": "stream", "name": "stdout", "text": "CHECK l2_norms: PASS\n"}
-    checks = E.exercise_checks(_nb([_code("x", [out]), _code("y", [again])]))
+    norms_cell = "_ = exercises.check_channel_norms(norms, setup)"
+    both = "_ = exercises.check_channel_norms(norms, setup)\n_ = exercises.check_top_channels(top_channels, setup)"
+    checks = E.exercise_checks(_nb([_code(both, [out]), _code(norms_cell, [again])]))
     assert [(c.name, c.passed) for c in checks] == [("l2_norms", True), ("ranking", True)]
-    failed = E.exercise_checks(_nb([_code("x", [out])]))
+    failed = E.exercise_checks(_nb([_code(norms_cell, [out])]))
     assert failed[0].hint == "norms of the slices, not of the filter" and not failed[0].passed
+
+
+def test_a_check_line_printed_by_the_student_does_not_count_and_a_missing_check_is_a_failure():
+    fake = {"output_type": "stream", "name": "stdout", "text": "CHECK l2_norms: PASS\nCHECK ascent_step: PASS\n"}
+    real_fail = {"output_type": "stream", "name": "stdout", "text": "CHECK l2_norms: FAIL - squared\r\n"}
+    nb = _nb([_code("_ = exercises.check_channel_norms(norms, setup)", [real_fail]), _code("print(...)", [fake])], 3)
+    assert [(c.name, c.passed) for c in E.exercise_checks(nb)] == [("l2_norms", False)]  # not an exercise notebook
+    nb["metadata"][E.KIT_METADATA]["exercise"] = "student"
+    checks = {c.name: c for c in E.exercise_checks(nb)}
+    assert not checks["l2_norms"].passed and checks["l2_norms"].hint == "squared"
+    assert not checks["ranking"].passed and checks["ranking"].hint.startswith("not run")
+    assert set(checks) == {"l2_norms", "ranking", "categories"}
 
 
 def test_notebook_evidence_says_whether_it_ran_cleanly():
@@ -241,3 +270,35 @@ def test_the_score_sheet_escapes_what_students_wrote():
     sheet = G.score_sheet_html(report, rubric)
     assert "<script>" not in sheet and "&lt;script&gt;" in sheet and "<b>x</b>" not in sheet
     assert sheet.count('class="points-box"') == len(rubric.items) + 1
+
+
+def test_a_jupyter_copy_is_not_graded_before_the_original_and_names_come_from_any_notebook():
+    rubric = load_rubric()
+    copy1 = E.notebook_evidence(_kit_notebook(1), "alice/01_model_choice-Copy1.ipynb")  # empty answers, no names
+    original = E.notebook_evidence(_filled(1), "alice/01_model_choice.ipynb")
+    report = G.student_report("alice", [copy1, original], rubric)
+    assert report.by_step[1].file == "alice/01_model_choice.ipynb" and report.names == ["Ada Lovelace", "Alan Turing"]
+    assert report.duplicates == {1: ["alice/01_model_choice.ipynb", "alice/01_model_choice-Copy1.ipynb"]}
+    named_elsewhere = E.notebook_evidence(_filled(1), "alice/old_try.ipynb")
+    report = G.student_report("alice", [copy1, named_elsewhere], rubric)
+    assert report.names == ["Ada Lovelace", "Alan Turing"]  # the graded one is the answered one
+
+
+def test_a_rerun_keeps_the_points_the_grader_typed():
+    rubric = load_rubric()
+    report = G.student_report("team-a", [E.notebook_evidence(_filled(s), f"0{s}.ipynb") for s in range(1, 6)], rubric)
+    first = G.gradebook_csv([report], rubric, {"team-a": "team-a.html"})
+    rows = list(csv.DictReader(io.StringIO(first)))
+    rows[0]["model_points"] = "3"  # the grader's 3 points for the first item, typed in a spreadsheet
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    typed = buf.getvalue()
+    again = list(csv.DictReader(io.StringIO(G.gradebook_csv([report], rubric, {"team-a": "team-a.html"}, typed))))
+    assert again[0]["model_points"] == "3" and again[0]["filter_points"] == ""
+
+
+def test_the_reserved_id_total_is_refused(tmp_path):
+    with pytest.raises(LabError, match="id 'total' is reserved"):
+        load_rubric(_write(tmp_path, "items: [{id: total, step: 1, points: 1, title: t}]"))

@@ -195,10 +195,34 @@ def test_executed_hand_ins_report_what_this_run_printed(tmp_path):
                 "cells": [{"cell_type": "code", "metadata": {}, "source": code, "execution_count": 1,
                            "outputs": [{"output_type": "stream", "name": "stdout", "text": stored}]}]}
 
-    write(root / "team" / "a.ipynb", lab_nb(2, "print('CHECK ascent_step: PASS')", "CHECK ascent_step: FAIL - old"))
-    write(root / "team" / "b.ipynb", lab_nb(3, "1/0", "CHECK l2_norms: PASS"))
+    # a check cell (it calls check_ascent_step) whose stored output is an old failure; this run passes
+    check_cell = "def check_ascent_step():\n    print('CHECK ascent_step: PASS')\n\n\ncheck_ascent_step()"
+    write(root / "team" / "a.ipynb", lab_nb(2, check_cell, "CHECK ascent_step: FAIL - old"))
+    write(root / "team" / "b.ipynb", lab_nb(3, "1/0  # check_channel_norms(", "CHECK l2_norms: PASS"))
     proc = grade("--submissions", root, "--out", tmp_path / "out", "--execute", "--timeout", "120", timeout=400)
     assert proc.returncode == 1, proc.stderr  # b raises
     row = grades(tmp_path / "out")["team"]
     assert "check ascent_step: pass" in row["filter_evidence"] and row["checks_passed"] == "1/1"
     assert "errors in 1 cell" in row["channels_evidence"] and "l2_norms" not in row["channels_evidence"]
+
+
+def test_a_rerun_keeps_the_points_typed_into_grades_csv(crafted_class, tmp_path):
+    import shutil
+
+    root, out, _, before = crafted_class
+    rerun = tmp_path / "out"
+    shutil.copytree(out, rerun)
+    with open(rerun / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["model_points"], rows[0]["total_points"] = "2.5", "12"
+    with open(rerun / "grades.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    typed = (rerun / "grades.csv").read_text(encoding="utf-8")
+    grade("--submissions", root, "--out", rerun, "--jobs", "2")
+    again = grades(rerun)
+    assert again["alice"]["model_points"] == "2.5" and again["alice"]["total_points"] == "12"
+    assert again["bob"]["model_points"] == ""
+    assert (rerun / "grades.csv.previous").read_text(encoding="utf-8") == typed  # the file as it was
+    assert digest(root) == before

@@ -48,8 +48,9 @@ def test_compare_tells_matching_edited_and_missing_tables_apart():
 def test_a_recomputation_matches_the_kits_own_channel_table_and_catches_a_stale_one(vgg16):
     shown = E.parameters_shown(_stored(3))
     printed = E.printed_tables(_stored(3))
-    expected = V.expected_tables({**shown, "probe_set": "'/nowhere/on/this/machine'"})
-    assert "error" in expected  # a probe folder that is not here: the check says so, nothing crashes
+    elsewhere = V.expected_tables({**shown, "probe_set": "'/'", "probe_limit": "12"})  # printed by the student
+    assert "top_classes" not in elsewhere and "only the kit's embedded set" in elsewhere["top_classes_error"]
+    assert V.compare(printed, elsewhere)["top_classes"].startswith("not verified")  # and "/" was never scanned
     expected = V.expected_tables({k: v for k, v in shown.items() if k != "probe_set"} | {"probe_limit": "12"})
     assert V.compare(printed, expected)["channel_table"] == V.MATCHES
     stale = V.expected_tables({**shown, "filter_index": "7", "probe_limit": "12"})  # printed for filter 31

@@ -105,6 +105,8 @@ def run_verification(hand_ins: list[StudentHandIn], env: dict, live) -> dict:
         stdin_data=json.dumps([{"parameters": wanted[k]} for k in keys]).encode(), capture=True, env=env)
     try:
         results = json.loads(stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+        if not isinstance(results, list) or len(results) != len(keys) or not all(isinstance(r, dict) for r in results):
+            raise ValueError("not one result per request")
         expected = dict(zip(keys, results))
     except (ValueError, IndexError):
         why = "timed out" if killed else f"the recomputation failed (exit code {rc})"
@@ -188,7 +190,15 @@ def student_page(spec: dict) -> dict:
 def write_grades(out: Path, hand_ins: list[StudentHandIn], rubric) -> Path:
     """``grades.csv`` (``grading.gradebook_csv``): one row per lab hand-in."""
     path = out / GRADES_FILE
-    write_text_atomic(path, gradebook_csv([h.report for h in hand_ins], rubric, {h.key: h.page for h in hand_ins}))
+    try:  # the points a grader typed into an earlier grades.csv are carried over
+        previous = path.read_text(encoding="utf-8-sig") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        previous = ""
+    if previous:
+        backup = out / (GRADES_FILE + ".previous")
+        write_text_atomic(backup, previous)  # and the file as it was stays beside it
+    write_text_atomic(path, gradebook_csv([h.report for h in hand_ins], rubric,
+                                          {h.report.key: h.page for h in hand_ins}, previous))
     return path
 
 
