@@ -226,3 +226,25 @@ def test_a_rerun_keeps_the_points_typed_into_grades_csv(crafted_class, tmp_path)
     assert again["bob"]["model_points"] == ""
     assert (rerun / "grades.csv.previous").read_text(encoding="utf-8") == typed  # the file as it was
     assert digest(root) == before
+
+
+def test_the_private_folder_is_removed_even_when_the_batch_fails(tmp_path, monkeypatch):
+    import tempfile
+
+    from lab_utils import submissions as S
+    from lab_utils.submissions import batch
+
+    root = tmp_path / "class"
+    write(root / "team" / "01_model_choice.ipynb", filled(1))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def broken(*a, **k):
+        raise RuntimeError("a bug while grouping the hand-ins")
+
+    monkeypatch.setattr(batch, "lab_hand_ins", broken)  # after the notebooks' bounded copies were written
+    args = S.build_parser().parse_args(["--submissions", str(root), "--out", str(tmp_path / "out")])
+    with pytest.raises(RuntimeError, match="a bug while grouping the hand-ins"):
+        S.run_batch(args, root, tmp_path / "out")
+    assert not list(scratch.glob("lab-grading-*"))  # the bounded copy of the notebook went with it

@@ -336,6 +336,17 @@ def _archive_hand_ins(unpacked: list) -> tuple[list[str], list[str], dict]:
 
 
 def run_batch(args, root: Path, out: Path) -> int:
+    """Grade every hand-in of *root* into *out* (the exit status). The grader's own private
+    folder (0700: the archives' contents, the bounded copies for the report pages) is removed
+    however the batch ends, an unexpected error included."""
+    private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
+    try:
+        return _run_batch(args, root, out, private)
+    finally:
+        rmtree_hard(private)
+
+
+def _run_batch(args, root: Path, out: Path, private: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
     # cli.main loads (and checks) the rubric; a caller that built its own args gets the default.
@@ -343,9 +354,7 @@ def run_batch(args, root: Path, out: Path) -> int:
     if rubric is None:
         rubric = load_rubric(getattr(args, "rubric", None))
     found = scan(root)
-    # The grader's own private folder (0700), removed at the end: the archives' contents, and
-    # the bounded copies of the lab hand-ins' notebooks for the report pages.
-    private = Path(tempfile.mkdtemp(prefix="lab-grading-"))
+    # The archives' contents and the bounded copies of the lab hand-ins' notebooks go into *private*.
     try:
         unpacked = unpack_all(root, found.archives, private / "archives", data_files=bool(args.execute))
         archive_rels, archive_ignored, extra = _archive_hand_ins(unpacked)
