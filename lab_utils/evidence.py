@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from .choice import SOURCES
+from .pages import as_text
 
 KIT_METADATA = "cnn_circuits_lab"
 ANSWER_MARK = "### ✍️ YOUR ANSWER:"
@@ -183,8 +184,7 @@ def parameters_shown(nb: dict) -> dict[str, str]:
         if cell.get("cell_type") != "code" or "check_parameters" not in _source(cell):
             continue
         for out in cell.get("outputs", []):
-            text = out.get("text", "")
-            text = "".join(text) if isinstance(text, list) else str(text)
+            text = as_text(out.get("text")) or ""
             if "where each value comes from:" not in text:
                 continue
             for line in text.split("where each value comes from:", 1)[1].split("\n"):
@@ -218,8 +218,8 @@ def printed_tables(nb: dict) -> dict[str, str]:
         for name, (marker, header) in PRINTED_TABLES.items():
             if marker not in src or name in found:
                 continue
-            text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else str(o.get("text", ""))
-                           for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            text = "".join(as_text(o.get("text")) or "" for o in cell.get("outputs", [])
+                           if o.get("output_type") == "stream")
             lines, block = text.split("\n"), []
             for line in lines:
                 if not block and tuple(line.split()[:2]) == header:
@@ -259,8 +259,7 @@ def exercise_checks(nb: dict) -> list[Check]:
         for out in cell.get("outputs", []):
             if out.get("output_type") != "stream" or out.get("name") != "stdout":
                 continue
-            text = out.get("text", "")
-            text = "".join(text) if isinstance(text, list) else str(text)
+            text = as_text(out.get("text")) or ""
             for m in CHECK_RE.finditer(text):
                 name = m.group("name").strip()
                 if name in names:

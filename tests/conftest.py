@@ -138,3 +138,30 @@ def clear_model_cache():
     cached.cache_clear()
     yield
     cached.cache_clear()
+
+
+# ------------------------------------------------------------------ lab hand-ins (grading tests)
+def kit_notebook(step: int) -> dict:
+    """The kit's stored notebook of lab step *step* (with its reference outputs), as JSON."""
+    import json
+    from pathlib import Path
+
+    from lab_utils.evidence import STEP_NOTEBOOKS
+
+    root = Path(__file__).resolve().parent.parent
+    return json.loads((root / "notebooks" / f"{STEP_NOTEBOOKS[step]}.ipynb").read_text())
+
+
+def filled_notebook(step: int, answer: str, names: str = "Ada Lovelace, Alan Turing") -> dict:
+    """``kit_notebook(step)`` as a student hands it in: every answer placeholder replaced by
+    *answer*, the names placeholder (notebook 01) by *names*."""
+    from lab_utils import evidence as E
+
+    nb = kit_notebook(step)
+    for cell in nb["cells"]:
+        src = E._source(cell)
+        if cell["cell_type"] == "markdown" and E.PLACEHOLDER in src:
+            cell["source"] = src.replace(E.PLACEHOLDER, answer)
+        if cell["cell_type"] == "markdown" and E.NAMES_PLACEHOLDER in src:
+            cell["source"] = src.replace(E.NAMES_PLACEHOLDER, names)
+    return nb

@@ -2,7 +2,6 @@
 (issue 12): unit tests on notebooks built here and on the kit's own stored notebooks."""
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import filled_notebook, kit_notebook
 from lab_utils import LabError
 from lab_utils import evidence as E
 from lab_utils import grading as G
@@ -191,19 +191,11 @@ def test_notebook_evidence_says_whether_it_ran_cleanly():
 
 
 # ------------------------------------------------------------------ one student's report
-def _kit_notebook(step: int) -> dict:
-    return json.loads(next(NOTEBOOKS.glob(f"0{step}_*.ipynb")).read_text())
+_kit_notebook = kit_notebook
 
 
 def _filled(step: int, words="The filter responds to curved edges.") -> dict:
-    nb = copy.deepcopy(_kit_notebook(step))
-    for cell in nb["cells"]:
-        src = E._source(cell)
-        if cell["cell_type"] == "markdown" and E.PLACEHOLDER in src:
-            cell["source"] = src.replace(E.PLACEHOLDER, words)
-        if cell["cell_type"] == "markdown" and E.NAMES_PLACEHOLDER in src:
-            cell["source"] = src.replace(E.NAMES_PLACEHOLDER, "Ada Lovelace, Alan Turing")
-    return nb
+    return filled_notebook(step, words)
 
 
 def test_a_complete_hand_in_has_nothing_flagged():

@@ -3,7 +3,6 @@ page per student with the right evidence, grades.csv, the index's student table,
 --rubric, --execute; the originals stay byte-identical and no student script reaches a page."""
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import filled_notebook, kit_notebook
 from lab_utils import evidence as E
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,19 +22,8 @@ NAMES = {s: n for s, n in E.STEP_NOTEBOOKS.items()}
 ANSWER = "The filter responds to curved edges in many textures."
 
 
-def kit_notebook(step: int) -> dict:
-    return json.loads((ROOT / "notebooks" / f"{NAMES[step]}.ipynb").read_text())
-
-
 def filled(step: int, names: str = "Ada Lovelace, Alan Turing", answer: str = ANSWER) -> dict:
-    nb = copy.deepcopy(kit_notebook(step))
-    for cell in nb["cells"]:
-        src = E._source(cell)
-        if cell["cell_type"] == "markdown" and E.PLACEHOLDER in src:
-            cell["source"] = src.replace(E.PLACEHOLDER, answer)
-        if cell["cell_type"] == "markdown" and E.NAMES_PLACEHOLDER in src:
-            cell["source"] = src.replace(E.NAMES_PLACEHOLDER, names)
-    return nb
+    return filled_notebook(step, answer, names)
 
 
 def edit_output(nb: dict, marker: str, old: str, new: str) -> dict:

@@ -23,9 +23,8 @@ from pathlib import Path
 
 from ..config import display_name
 from ..evidence import STEP_NOTEBOOKS, NotebookEvidence, from_json
-from ..grading import StudentReport, gradebook_csv, score_sheet_html, student_report
+from ..grading import StudentReport, gradebook_csv, score_sheet_html
 from ..pages import inline_badge, write_text_atomic
-from .statuses import status_class
 
 GRADES_FILE = "grades.csv"
 VERIFY_TIMEOUT = 3600  # seconds for all recomputations of a class (one scan per distinct layer: ~85 s each)
@@ -217,7 +216,7 @@ def students_table(hand_ins: list[StudentHandIn]) -> str:
                       e(" ".join(map(str, r.steps_handed_in)) or "none")
                       + (f"<br><small>missing: {e(' '.join(map(str, r.missing_steps)))}</small>" if r.missing_steps else ""),
                       (f"{written}/{expected}", "num"), (f"{passed}/{checks}" if checks else "–", "num"),
-                      badge(r.status(), "ok" if not flags else status_class("errors in 2 cells")),
+                      badge(r.status(), "ok" if not flags else "err"),
                       (e("; ".join(flags)), "notes"),
                       f'<a href="{e(urllib.parse.quote(h.page), quote=True)}">report</a>'], ""))
     return table_html(["#", "Student / team", "Steps handed in", "Answers written", "Checks passed", "Status",
