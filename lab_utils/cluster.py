@@ -108,3 +108,33 @@ def is_lost_worker(exc: BaseException) -> bool:
 
     return isinstance(exc, (KilledWorker, CancelledError)) or type(exc).__name__ in (
         "KilledWorker", "FutureCancelledError")
+
+
+def first_attempt(token: str) -> bool:
+    """On a Dask worker: True the first time a task with *token* starts, False when the
+    scheduler runs it again because the worker running it died (the caller then reports
+    that instead of running it twice). Off a cluster: always True."""
+    try:
+        from distributed import Event, get_worker
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        get_worker()
+    except ValueError:  # not in a Dask worker
+        return True
+    started = Event(f"lab-attempt-{token}")
+    if started.is_set():
+        return False
+    started.set()
+    return True
+
+
+def forget_attempts(client, tokens) -> None:
+    """Drop the scheduler's markers of *tokens* (``first_attempt``) once a batch is done."""
+    from distributed import Event
+
+    for token in tokens:
+        try:
+            Event(f"lab-attempt-{token}", client=client).clear()
+        except Exception:  # noqa: BLE001 - a marker left behind costs a few bytes
+            pass

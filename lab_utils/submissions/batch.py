@@ -11,11 +11,13 @@ replaces or removes only those.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import html
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..cluster import cluster_threads, open_executor
 from ..config import KIT_ROOT, display_name
 from ..grading import student_report
 from ..pages import simple_page, write_text_atomic
@@ -32,6 +35,8 @@ from .handins import Submission, assign_names, scan
 from .notebooks import MAX_FILE_BYTES
 from .statuses import BAD_ARCHIVE, GRADER_ERROR, LINK, OK
 from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
+from .remote import grade_remote
+from .shared_cache import Snapshot, TrustedCache, describe
 from .reports import (evidence_of, group_of, lab_hand_ins, report_page_names, run_verification,
                       student_page_spec, write_grades)
 from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
@@ -124,9 +129,11 @@ def _log_tail(path: Path) -> str:
         return ""
 
 
-def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) -> tuple[dict, str | None, float]:
+def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live,
+              snapshot=None) -> tuple[dict, str | None, float]:
     """Execute a copy of *sub* in *workroot*: (run info, path of the run's notebook or
-    None, seconds). Every process of the run has ended when this returns."""
+    None, seconds). Every process of the run has ended when this returns. *snapshot*
+    (``shared_cache.Snapshot``): the trusted read-only cache layer it may read."""
     where = root if sub.base is None else sub.base  # an archive's notebook: its extraction folder
     src = where / sub.rel
     name = Path(sub.rel).name
@@ -139,6 +146,10 @@ def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) ->
         return {"executed": False, "error": f"the hand-in could not be copied: {e}", "notes": []}, None, 0.0
     settings = {"phase": "run", "workroot": str(workroot), "notebook": name,
                 "timeout": args.timeout, "cell_timeout": args.cell_timeout}
+    env = kernel_env(workroot)
+    if snapshot is not None:  # as the grader wrote it, whatever an earlier hand-in did to it
+        snapshot.repair()
+        env.update(snapshot.kernel_vars(workroot))
     with live.lock:
         live.workroots.add(workroot)
     t0 = time.monotonic()
@@ -146,7 +157,7 @@ def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live) ->
         rc, killed, _ = run_with_hard_timeout(
             [sys.executable, "-m", "lab_utils.submissions", "--one", "-"], args.timeout + KILL_MARGIN,
             live=live, stdin_data=json.dumps(settings).encode(), log_path=workroot / "worker.log",
-            env=kernel_env(workroot), cwd=workroot, grace=KILL_GRACE)
+            env=env, cwd=workroot, grace=KILL_GRACE)
         seconds = time.monotonic() - t0
         kill_processes_of(workroot)  # the kernel and anything it started
     finally:
@@ -197,10 +208,12 @@ def _page_worker_env() -> dict:
     return {**_with_kit_on_path(dict(os.environ)), "LAB_PROGRESS": "0"}
 
 
-def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded: Path | None = None) -> Result:
+def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded: Path | None = None,
+              snapshot=None) -> Result:
     """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in.
     *bounded*: where the page worker leaves the bounded notebook (a lab hand-in's report
-    shows it); the result's ``evidence`` is what the worker read from the notebook."""
+    shows it); the result's ``evidence`` is what the worker read from the notebook.
+    *snapshot*: the shared read-only cache layer of an executed run (``shared_cache``)."""
     page = out / f"{sub.slug}.html"
     base = Result(student=sub.name, file=sub.shown_rel, page=page.name, status=GRADER_ERROR,
                   seconds=0.0, notes=list(sub.notes))
@@ -224,7 +237,7 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded
     workroot = make_workroot() if args.execute else None
     try:
         if workroot is not None:
-            spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live)
+            spec["run"], spec["executed"], run_seconds = _run_copy(sub, args, root, workroot, live, snapshot)
             base.run_seconds = round(run_seconds, 2)
         r = None if live.stop.is_set() else _page_worker(spec, live)
     finally:
@@ -346,6 +359,69 @@ def run_batch(args, root: Path, out: Path) -> int:
         rmtree_hard(private)
 
 
+def _trusted_cache(args, subs, root: Path) -> TrustedCache | None:
+    """With ``--execute`` and a shared cache (``args.shared_cache``, the instructor's): warm it
+    first with ``--warm`` (``warm``), then read its entries (``shared_cache``); else None."""
+    source = getattr(args, "shared_cache", None)
+    if not args.execute or source is None:
+        return None
+    source = Path(source)
+    if getattr(args, "warm", False):
+        _warm(subs, root, source)
+    trusted = TrustedCache.from_folder(source)
+    print(f"[submissions] {display_name(describe(trusted, source))}", file=sys.stderr)
+    return trusted
+
+
+WARM_TIMEOUT = 6 * 3600.0  # seconds for the whole warm step (a scan is ~85 s per layer)
+
+
+def _warm(subs, root: Path, cache: Path) -> None:
+    """Run the warm worker (``warm``) for what the hand-ins' notebooks will scan, with *cache*
+    as its cache; its progress lines go to this terminal."""
+    from .notebooks import load_notebook
+    from .warm import requests_for
+
+    notebooks = []
+    for sub in subs:
+        if sub.problem is not None or sub.link is not None:
+            continue
+        where = root if sub.base is None else sub.base
+        try:
+            loaded = load_notebook(read_nofollow(where / sub.rel, MAX_FILE_BYTES))
+        except OSError:
+            continue
+        if loaded.nb is not None:
+            folder = (where / sub.rel).parent if group_of(sub.rel) is not None else None
+            notebooks.append((loaded.nb, folder))
+    wanted = requests_for(notebooks)
+    if not wanted:
+        print("[submissions] warm: no hand-in uses the kit's probe set; nothing to warm", file=sys.stderr)
+        return
+    print(f"[submissions] warm: {len(wanted)} scan(s) for {sum(n for _, n in wanted)} notebook(s): "
+          + "; ".join(f"{r.label()} ({n})" for r, n in wanted), file=sys.stderr)
+    env = {**_page_worker_env(), "LAB_CACHE_DIR": str(cache)}
+    try:
+        rc = subprocess.run([sys.executable, "-m", "lab_utils.submissions.warm"],
+                            input=json.dumps([asdict(r) for r, _ in wanted]).encode(), env=env, cwd=KIT_ROOT,
+                            stdout=subprocess.DEVNULL, timeout=WARM_TIMEOUT).returncode
+        killed = False
+    except subprocess.TimeoutExpired:
+        rc, killed = None, True
+    if rc != 0 or killed:
+        print(f"[submissions] warm: {'stopped' if killed else 'some scans failed'}; the hand-ins compute "
+              "what is missing themselves", file=sys.stderr)
+
+
+def _restore_instructor_cache(trusted: TrustedCache, source: Path) -> None:
+    """After an executed batch: put back any entry of the instructor's cache that changed."""
+    restored = trusted.restore_into(source)
+    if restored:
+        print(f"[submissions] WARNING: {len(restored)} entr{'y' if len(restored) == 1 else 'ies'} of your "
+              f"cache {display_name(str(source))} changed during the run (a hand-in's code?) and were put back: "
+              + ", ".join(display_name(n) for n in restored[:5]), file=sys.stderr)
+
+
 def _run_batch(args, root: Path, out: Path, private: Path) -> int:
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
@@ -375,8 +451,34 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
     live = _Live()
     results: dict[int, Result] = {}
     mode = "executing" if args.execute else "converting"
+    scheduler = getattr(args, "scheduler", None)
+    trusted = _trusted_cache(args, subs, root)
+    stack = contextlib.ExitStack()  # the cluster's client or the local snapshot, closed after the runs
+    snapshot = None
+    if scheduler:
+        try:
+            executor = stack.enter_context(open_executor(scheduler, args.jobs))
+        except BaseException:
+            stack.close()
+            raise
+        # The trusted entries travel to each worker once (not with every task).
+        trusted_ref = (executor._client.scatter(trusted, broadcast=True, hash=False)
+                       if trusted is not None else None)
+        n_threads = min(max(len(subs), 1), (cluster_threads(executor) or 1) + 2)
+        where = f"on the Dask cluster at {scheduler} ({n_threads - 2} worker thread(s))"
+
+        def work(sub, **kw):
+            return grade_remote(sub, args, root, out, executor, trusted_ref, bounded=kw.get("bounded"))
+    else:
+        if trusted is not None:
+            snapshot = Snapshot.create(trusted)
+            stack.callback(snapshot.remove)
+        n_threads, where = args.jobs, f"{args.jobs} at a time"
+
+        def work(sub, **kw):
+            return grade_one(sub, args, root, out, live, snapshot=snapshot, **kw)
     print(f"[submissions] {mode} {len(subs)} notebook(s) from {display_name(str(root))}, "
-          f"{args.jobs} at a time -> {display_name(str(out))}", file=sys.stderr)
+          f"{where} -> {display_name(str(out))}", file=sys.stderr)
     interrupted = False
     # A terminal closed or a CI job cancelled: end the workers and their kernels as Ctrl-C does.
     restore = {}
@@ -386,8 +488,8 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
                 restore[name] = signal.signal(getattr(signal, name), signal.default_int_handler)
     # Bounded copies of the notebooks in hand-in folders, for the report pages.
     bounded = {i: private / f"{i}.ipynb" for i, sub in enumerate(subs) if group_of(sub.rel) is not None}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
-    futures = {pool.submit(grade_one, sub, args, root, out, live, **({"bounded": bounded[i]} if i in bounded else {})): i
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=n_threads)
+    futures = {pool.submit(work, sub, **({"bounded": bounded[i]} if i in bounded else {})): i
                for i, sub in enumerate(subs)}
     try:
         for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
@@ -406,10 +508,17 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         interrupted = True
         live.stop.set()
         live.kill_all()
+        stack.close()  # a cluster's client: its tasks are cancelled, the threads waiting on them return
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for name, handler in restore.items():
             signal.signal(getattr(signal, name), handler)
+        stack.close()
+        if trusted is not None:
+            _restore_instructor_cache(trusted, Path(args.shared_cache))
+        if snapshot is not None and snapshot.repairs > 0:
+            print(f"[submissions] shared cache: {snapshot.repairs} entr{'y' if snapshot.repairs == 1 else 'ies'} "
+                  "changed by a hand-in during its run were put back (no hand-in read them)", file=sys.stderr)
     hand_ins = []
     if not interrupted:
         try:

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import LabError, display_name
+from ..config import LabError, cache_dir, display_name
 from ..pages import out_folder_blocker
 from ..rubric import load_rubric
 from .batch import MANIFEST, _with_kit_on_path, run_batch
@@ -57,8 +57,9 @@ def _jobs(text):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="render.sh --submissions",
-        usage="render.sh --submissions DIR [--out DIR] [--execute] [--timeout S] "
-              "[--cell-timeout S] [--jobs N] [--rubric FILE] [--verify]",
+        usage="render.sh --submissions DIR [--out DIR] [--execute [--warm] [--shared-cache DIR | "
+              "--no-shared-cache]] [--timeout S] [--cell-timeout S] [--jobs N | --scheduler ADDRESS] "
+              "[--rubric FILE] [--verify]",
         description=(
             "Render every .ipynb under DIR (a folder of student submissions) to "
             "OUT/<student>.html and write OUT/index.html, a table of every submission with "
@@ -105,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute each lab hand-in's channel table (notebook 03) and top classes (02) for "
                         "the parameters it printed, and flag tables that differ (stale or edited outputs); "
                         "runs the kit's code, never the student's")
+    p.add_argument("--shared-cache", metavar="DIR", default=None,
+                   help="with --execute: the cache every executed hand-in may read, read-only, its entries "
+                        "checked against the hashes taken when the batch starts (default: your cache, the one "
+                        "./render.sh fills: $LAB_CACHE_DIR or the kit's .lab_cache); each hand-in still writes "
+                        "only into a cache of its own")
+    p.add_argument("--no-shared-cache", action="store_true",
+                   help="with --execute: every hand-in starts from an empty cache (each repeats the probe "
+                        "scans and the visualizations)")
+    p.add_argument("--warm", action="store_true",
+                   help="with --execute: first scan the kit's probe set at every layer the hand-ins' parameter "
+                        "cells and lab-choice.yaml files name (read, never run) into the shared cache")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="send each notebook's run and page to the dask.distributed cluster at ADDRESS "
+                        "(tcp://host:8786; its workers need this kit installed); pages, index and grades.csv "
+                        "are written here. Default: a local pool of --jobs processes")
     return p
 
 
@@ -134,6 +150,10 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     argv += ["--execute"] if args.execute else []
     argv += ["--verify"] if args.verify else []
     argv += ["--rubric", args.rubric] if args.rubric else []
+    argv += ["--warm"] if args.warm else []
+    argv += ["--no-shared-cache"] if args.no_shared_cache else []
+    argv += ["--shared-cache", args.shared_cache] if args.shared_cache else []
+    argv += ["--scheduler", args.scheduler] if args.scheduler else []
     data = json.dumps(argv).encode()
     if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
         return
@@ -197,10 +217,29 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
         parser.error(f"--rubric: {display_name(str(e))}")
     if args.rubric is not None:
         args.rubric = str(Path(args.rubric).expanduser().resolve())
+    if (args.warm or args.shared_cache) and not args.execute:
+        parser.error("--warm and --shared-cache are for executed hand-ins; add --execute")
+    if args.no_shared_cache and (args.warm or args.shared_cache):
+        parser.error("--no-shared-cache cannot be combined with --warm or --shared-cache")
+    if args.execute and not args.no_shared_cache:
+        shared = Path(args.shared_cache).expanduser() if args.shared_cache else cache_dir()
+        if not shared.is_dir():
+            parser.error(f"--shared-cache {display_name(str(shared))}: no such folder")
+        shared = shared.resolve()
+        if shared == root or _inside(shared, root) or _inside(root, shared):
+            parser.error("--shared-cache must be outside the submissions folder (and not hold it)")
+        if shared == out or _inside(shared, out) or _inside(out, shared):
+            parser.error("--shared-cache must be outside --out (and not hold it)")
+        args.shared_cache = str(shared)
+    elif args.no_shared_cache:
+        args.shared_cache = None
     if hide_paths and args.execute:
         _reexec_hiding_paths(args, root, out)
     try:
         return run_batch(args, root, out)
+    except LabError as e:  # e.g. the Dask scheduler cannot be reached
+        print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
         return 1

@@ -414,6 +414,11 @@ def execute_copy(nb, workroot: Path, timeout: float, cell_timeout: float, t0: fl
                 os._exit(0)
         signal.signal(signal.SIGTERM, save_and_exit)
     env = kernel_env(workroot)
+    # The shared cache layer the grader gave this run worker (never taken from elsewhere:
+    # kernel_env's allow-list drops these names from any other environment).
+    from ..cache import SHARED_DIR_ENV, SHARED_MANIFEST_ENV
+
+    env.update({k: os.environ[k] for k in (SHARED_DIR_ENV, SHARED_MANIFEST_ENV) if os.environ.get(k)})
     try:
         with client.setup_kernel(env=env, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
