@@ -464,8 +464,10 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         # The trusted entries travel to each worker once (not with every task).
         trusted_ref = (executor._client.scatter(trusted, broadcast=True, hash=False)
                        if trusted is not None else None)
-        n_threads = min(max(len(subs), 1), (cluster_threads(executor) or 1) + 2)
-        where = f"on the Dask cluster at {scheduler} ({n_threads - 2} worker thread(s))"
+        # A client thread per task in flight (it only waits); two more keep the cluster fed.
+        n_cluster = cluster_threads(executor) or 1
+        n_threads = min(max(len(subs), 1), n_cluster + 2)
+        where = f"on the Dask cluster at {scheduler} ({n_cluster} worker thread(s))"
 
         def work(sub, **kw):
             return grade_remote(sub, args, root, out, executor, trusted_ref, bounded=kw.get("bounded"))
