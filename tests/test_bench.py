@@ -43,3 +43,32 @@ def test_bench_without_weights_is_one_clear_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("bench: error: no VGG16 ImageNet weights found")
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_bench_grading_quick_writes_its_own_block(tmp_path, vgg16):
+    """``python -m bench.grading --quick``: the class rows, in their own block of RESULTS.md
+    (the main benchmark's block and the notes around it kept)."""
+    from bench.__main__ import BEGIN, END
+    from bench.grading import BEGIN as G_BEGIN, END as G_END
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# Benchmark results\n\n{BEGIN}\nmain table\n{END}\n\n## Notes\nnotes kept\n")
+    env = {**os.environ, "LAB_VENV": sys.prefix}
+    res = subprocess.run([sys.executable, "-m", "bench.grading", "--quick", "--out", str(results),
+                          "--workdir", str(tmp_path / "work")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = results.read_text()
+    assert "main table" in text and "notes kept" in text
+    block = text.split(G_BEGIN, 1)[1].split(G_END, 1)[0]
+    for row in ("instructor render", "shared read-only cache", "cold (--no-shared-cache)", "shared vs cold",
+                "local Dask cluster", "projection: 300 hand-ins on 16 machine(s)"):
+        assert row in block, row
+    # every hand-in of the class was graded ok, in each of the three runs
+    for out in ("out-shared", "out-cold", "out-dask"):
+        import json
+
+        subs = json.loads((tmp_path / "work" / out / "results.json").read_text())["submissions"]
+        assert subs and all(s["status"] == "ok" for s in subs), (out, subs)
