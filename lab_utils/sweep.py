@@ -395,7 +395,10 @@ def _side_by_side(layer: str, results: list[PairResult], recurring: dict[int, in
     e = html.escape
     tables = [r for r in results if r.layer_name == layer]
     depth = max((len(r.channel_table.rows) for r in tables if r.channel_table), default=0)
-    head = "".join(f"<th>{_pair_link(r, f'filter {r.filter_index}')}</th>" for r in tables)
+    from .pages import badge
+
+    head = "".join(f"<th>{_pair_link(r, f'filter {r.filter_index}')}"
+                   f"{' ' + badge(r.status, 'fail') if r.status != 'ok' else ''}</th>" for r in tables)
     rows = []
     for i in range(depth):
         cells = [f"<td class='num'>{i + 1}</td>"]
@@ -520,6 +523,7 @@ def _value_text(value) -> str:
 def plan(args) -> tuple[list[SweepPair], list[str], Path, dict]:
     """Check everything before anything runs: the pairs, the shared parameters, --only and
     --out. Returns (pairs, the render's other arguments, out, the shared parameters)."""
+    from .params import PARAMETERS
     from .render import NOTEBOOK_DIR, collect_parameters, select_notebooks
 
     fixed = sorted({name for name, _ in args.parameter} & {"layer_name", "filter_index"})
@@ -529,6 +533,9 @@ def plan(args) -> tuple[list[SweepPair], list[str], Path, dict]:
     for name in ("layer_name", "filter_index"):  # a --params file's values are the file's job too
         if name in params:
             raise LabError(f"--params sets {name}: the sweep file gives each pair's layer_name and filter_index")
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:  # once, not on every line of FILE
+        raise LabError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMETERS)}")
     select_notebooks(args.only)
     pairs = read_pairs(args.sweep, params)
     out = Path(args.out).expanduser()
