@@ -183,9 +183,11 @@ def channel_table_record(table, model_name: str, top_k: int) -> ChannelTableReco
 
 def write_record(record: ChannelTableRecord, folder=None) -> Path | None:
     """Write *record* to ``folder/RECORD_FILE`` (default: ``$LAB_RECORD_DIR``; nothing, None,
-    where neither is set), atomically. A render's notebooks all write the same record."""
+    where neither is set or the folder does not exist: a render creates it, and a variable
+    left over from one must not break a notebook), atomically. A render's notebooks all
+    write the same record."""
     folder = folder or os.environ.get(RECORD_DIR_ENV)
-    if not folder:
+    if not folder or not Path(folder).is_dir():
         return None
     from .pages import write_text_atomic
 

@@ -344,7 +344,8 @@ def main(argv=None) -> int:
 
     # notebooks leave their channel table as JSON next to them (circuits.write_record): the
     # sweep reads it; a previous render's record is never taken for this one's
-    os.environ[RECORD_DIR_ENV] = str(out / "notebooks")
+    record_dir_before = os.environ.get(RECORD_DIR_ENV)
+    os.environ[RECORD_DIR_ENV] = str(out / "notebooks")  # inherited by the kernel (and its restarts)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     (out / "notebooks" / RECORD_FILE).unlink(missing_ok=True)
     kernel = RenderKernel(books[0].parent)
@@ -357,6 +358,10 @@ def main(argv=None) -> int:
         return _render_all(args, params, resolved, books, out, kernel)
     finally:
         kernel.shutdown()
+        if record_dir_before is None:  # main() called in a process that goes on (bench, tests)
+            os.environ.pop(RECORD_DIR_ENV, None)
+        else:
+            os.environ[RECORD_DIR_ENV] = record_dir_before
 
 
 def _render_all(args, params: dict, resolved, books: list[Path], out: Path, kernel: RenderKernel) -> int:

@@ -171,6 +171,8 @@ def test_record_of_a_channel_table(tiny_model, tmp_path, monkeypatch):
         ChannelTableRecord.from_json("[1, 2")
     monkeypatch.delenv(circuits.RECORD_DIR_ENV, raising=False)
     assert circuits.write_record(record) is None  # outside a render: nothing written
+    monkeypatch.setenv(circuits.RECORD_DIR_ENV, str(tmp_path / "gone"))
+    assert circuits.write_record(record) is None  # a stale variable never breaks a notebook
     monkeypatch.setenv(circuits.RECORD_DIR_ENV, str(tmp_path))
     path = circuits.write_record(record)
     assert path == tmp_path / "channel-table.json"
