@@ -40,7 +40,8 @@ ZERO_SUM_FRACTION = 1e-6
 
 def filter_kernel(model, layer_name: str, filter_index: int) -> np.ndarray:
     """The filter's weights, float64 array (kh, kw, c_in): ``kernel[:, :, :, f]``."""
-    from .models import check_filter, get_conv_layer  # TensorFlow: only here (the record needs none)
+    # TensorFlow is imported only here: the record (ChannelTableRecord) needs none
+    from .models import check_filter, get_conv_layer
 
     f = check_filter(model, layer_name, filter_index)
     kernel = get_conv_layer(model, layer_name).kernel.numpy()
@@ -155,7 +156,7 @@ class ChannelTableRecord:
         return json.dumps({"kind": RECORD_KIND, **asdict(self)}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "ChannelTableRecord":
+    def from_json(cls, text: str) -> ChannelTableRecord:
         """Raises ValueError (with what is wrong) on anything but a record ``to_json`` wrote."""
         try:
             data = json.loads(text)

@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -103,8 +104,8 @@ def parse_yaml(text: str) -> tuple[list[SweepPair], list[str]]:
     if root is None:
         return [], []
     if not isinstance(root, yaml.SequenceNode):
-        return [], [f"line {root.start_mark.line + 1}: expected a list of "
-                    "{layer_name: ..., filter_index: ...} mappings"]
+        return [], [(f"line {root.start_mark.line + 1}: expected a list of "
+                     "{layer_name: ..., filter_index: ...} mappings")]
     pairs, problems = [], []
     for item in root.value:
         n = item.start_mark.line + 1
@@ -221,6 +222,20 @@ def _failure_message(stderr: str, returncode: int) -> str:
     return (f"render exited with status {returncode}" + (f": {text}" if text else ""))[:MESSAGE_LIMIT]
 
 
+# The renders running on this machine's threads: each is a session of its own (so that a
+# timeout can end it with its kernel), which a Ctrl-C on the terminal does not reach.
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_local_renders() -> None:
+    """Stop every pair's render still running here (Ctrl-C of the sweep)."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _stop(proc)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """Ctrl-C the render's process group (it shuts its kernel down), then SIGKILL."""
     for sig, wait in ((signal.SIGINT, KILL_GRACE), (signal.SIGKILL, 5.0)):
@@ -253,6 +268,8 @@ def render_pair(task: PairTask) -> PairResult:
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", env=env, cwd=str(work), start_new_session=True)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             _stdout, stderr = proc.communicate(timeout=task.timeout)
         except subprocess.TimeoutExpired:
@@ -262,7 +279,10 @@ def render_pair(task: PairTask) -> PairResult:
         except BaseException:
             _stop(proc)
             raise
-        else:
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+        if not result.message:  # not timed out
             if proc.returncode == 0:
                 result.status = "ok"
             else:
@@ -367,8 +387,9 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 
 # --------------------------------------------------------------------------- the index
 STATUS_BADGE = {"ok": "ok", "failed": "fail"}
-SWEEP_CSS = ("table.side{width:auto;min-width:40%} td.rec{background:#fff1b8;font-weight:600} .rec-key{background:#fff1b8;padding:0 6px;"
-             "font-weight:600} table.side td,table.side th{white-space:nowrap} .share{color:#666}")
+SWEEP_CSS = ("table.side{width:auto;min-width:40%} td.rec{background:#fff1b8;font-weight:600} "
+             ".rec-key{background:#fff1b8;padding:0 6px;font-weight:600} "
+             "table.side td,table.side th{white-space:nowrap} .share{color:#666}")
 
 
 def recurring_channels(results: list[PairResult]) -> dict[str, dict[int, int]]:
@@ -577,6 +598,11 @@ def main(argv=None) -> int:
     weights = os.environ.get("LAB_WEIGHTS_DIR")
     if weights:  # the renders run elsewhere (a temporary folder): keep its meaning
         os.environ["LAB_WEIGHTS_DIR"] = str(Path(weights).expanduser().resolve())
+    def _interrupt(signum, _frame):  # SIGTERM / SIGHUP end the renders as Ctrl-C does
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     started = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{args.jobs} local job(s)"
     print(f"sweep: {len(pairs)} pairs on {where}", file=sys.stderr, flush=True)
@@ -588,21 +614,31 @@ def main(argv=None) -> int:
                        for p in pairs}
             out.mkdir(parents=True, exist_ok=True)
             written = set(_manifest(out))
-            for future in as_completed(futures):
-                pair = futures[future]
-                result = _collect(future, pair)
-                if result.files:
-                    written.add(pair.folder)
-                    _write_manifest(out, written)  # before the folder: a crash leaves it ours
-                    write_pair_files(out, result)
-                    result.files, result.written = {}, True
-                results[pair] = result
-                print(f"[{len(results)}/{len(pairs)}] {pair.layer_name} filter {pair.filter_index}: "
-                      f"{result.status} ({result.seconds:.1f} s)"
-                      f"{': ' + result.message if result.message else ''}", file=sys.stderr, flush=True)
+            try:
+                for future in as_completed(futures):
+                    pair = futures[future]
+                    result = _collect(future, pair)
+                    if result.files:
+                        written.add(pair.folder)
+                        _write_manifest(out, written)  # before the folder: a crash leaves it ours
+                        write_pair_files(out, result)
+                        result.files, result.written = {}, True
+                    results[pair] = result
+                    print(f"[{len(results)}/{len(pairs)}] {pair.layer_name} filter {pair.filter_index}: "
+                          f"{result.status} ({result.seconds:.1f} s)"
+                          f"{': ' + result.message if result.message else ''}", file=sys.stderr, flush=True)
+            except KeyboardInterrupt:
+                for future in futures:
+                    future.cancel()
+                stop_local_renders()  # their threads then return at once and the pool closes
+                raise
     except LabError as exc:  # the scheduler cannot be reached, or its workers lack the kit
         print(f"render.sh --sweep: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"render.sh --sweep: interrupted after {len(results)} of {len(pairs)} pairs; "
+              f"OUT/index.html not written", file=sys.stderr)
+        return 130
     keep = {p.folder for p in pairs if results[p].written}
     _remove_stale(out, keep)
     _write_manifest(out, keep)

@@ -10,9 +10,9 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lab_utils import LabError, circuits, sweep
@@ -32,7 +32,7 @@ def write(tmp_path, name: str, text: str) -> Path:
 def run_sweep(*args, timeout=600, **env_extra):
     """``python -m lab_utils.sweep`` (what render.sh --sweep execs) in this environment."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
-    return subprocess.run([sys.executable, "-m", "lab_utils.sweep", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lab_utils.sweep", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=env, cwd=ROOT)
 
 
@@ -340,7 +340,6 @@ def test_sweep_index_in_chromium(tmp_path):
     _browser_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-
     from test_pages_browser import CHROMEDRIVER, CHROMIUM
 
     sweep.write_sweep_index(tmp_path, synthetic_results(), "2026-01-02 03:04", {"steps": "3"})
@@ -367,3 +366,10 @@ def test_sweep_index_in_chromium(tmp_path):
             shutil.copy(shot, Path(os.environ["LAB_SCREENSHOT_DIR"]) / shot.name)
     finally:
         driver.quit()
+
+
+def test_a_render_past_its_timeout_is_stopped():
+    t0 = time.perf_counter()
+    result = sweep.render_pair(PairTask("block3_conv1", 31, ("--only", "03"), None, 1.0))
+    assert result.status == "failed" and result.message.startswith("timed out after 1 s")
+    assert time.perf_counter() - t0 < 30 and not sweep._LIVE
