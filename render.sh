@@ -5,6 +5,7 @@
 #   ./render.sh -p filter_index 7 --out build/f7
 #   ./render.sh --submissions hand-ins/ --out build/grading [--execute]
 #   ./render.sh --atlas block3_conv1 [--out build/atlas]   # every filter of a layer, one page
+#   ./render.sh --sweep pairs.txt [--out build/sweep] [--jobs N] [--scheduler ADDR]  # many (layer, filter) pairs
 # ./render.sh --help lists every option.
 set -euo pipefail
 KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,5 +22,10 @@ for arg in "$@"; do
     if [ "$arg" = "--submissions" ]; then
         exec python -m lab_utils.submissions "$@"
     fi
+done
+for arg in "$@"; do
+    case "$arg" in
+        --sweep|--sweep=*) exec python -m lab_utils.sweep "$@" ;;
+    esac
 done
 exec python -m lab_utils.render "$@"

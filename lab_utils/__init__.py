@@ -21,8 +21,9 @@ One module per stage of the lab:
 - ``session``: ``LabSetup``, the checked parameters plus the model, one method
   per stage;
 - ``render``: ``render.sh``, the lab rendered to HTML; ``submissions`` (a package):
-  ``render.sh --submissions``, grading a folder of hand-ins; ``pages``: the page
-  writer both use.
+  ``render.sh --submissions``, grading a folder of hand-ins; ``sweep``:
+  ``render.sh --sweep FILE``, one render per (layer, filter) pair, compared on one
+  index (``cluster``: local jobs or a Dask cluster); ``pages``: the page writer they use.
 
 Heavy modules (TensorFlow) load on first use, so ``import lab_utils`` is fast.
 """

@@ -11,13 +11,20 @@ Two categorization rules are in use; the kit reports both:
   input: net excitation or inhibition).
 A tie (equal counts, or a sum that is zero within rounding) is "balanced".
 The tables' ``category`` column uses ``CATEGORY_RULE``.
+
+``ChannelTableRecord`` is a table as plain data (JSON next to a render's notebooks);
+importing this module loads no TensorFlow (``models`` is imported where weights are read).
 """
 from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .config import LabError
-from .models import check_filter, get_conv_layer
 
 CATEGORY_RULE = "by_sum"
 CATEGORY_RULE_TEXT = {
@@ -33,6 +40,9 @@ ZERO_SUM_FRACTION = 1e-6
 
 def filter_kernel(model, layer_name: str, filter_index: int) -> np.ndarray:
     """The filter's weights, float64 array (kh, kw, c_in): ``kernel[:, :, :, f]``."""
+    # TensorFlow is imported only here: the record (ChannelTableRecord) needs none
+    from .models import check_filter, get_conv_layer
+
     f = check_filter(model, layer_name, filter_index)
     kernel = get_conv_layer(model, layer_name).kernel.numpy()
     return kernel[:, :, :, f].astype(np.float64)
@@ -62,6 +72,9 @@ def channel_table(model, layer_name: str, filter_index: int, top_k: int = 10):
     ``weight_sum``, ``weight_mean``, ``by_sign_count``, ``by_sum``, ``category``
     (= the ``CATEGORY_RULE`` column), ``rules_agree``, ``weights`` (the slice,
     kh x kw nested list). Near-zero slices are dropped before taking the top k.
+    ``attrs``: layer, filter_index, rule, n_channels (c_in), n_near_zero, cut_norm (the
+    last kept norm) and total_sq_norm (sum of every channel's squared L2 norm: the filter's
+    sum of squared weights, the denominator of ``ChannelTableRecord``'s shares).
     """
     import pandas as pd
 
@@ -94,8 +107,94 @@ def channel_table(model, layer_name: str, filter_index: int, top_k: int = 10):
     df["weights"] = [slices[:, :, i].tolist() for i in range(len(order))]
     df.attrs.update(layer=layer_name, filter_index=int(filter_index), rule=CATEGORY_RULE,
                     n_channels=int(w.shape[2]), n_near_zero=int(w.shape[2] - len(keep)),
-                    cut_norm=float(norms[order[-1]]) if len(order) else 0.0)
+                    cut_norm=float(norms[order[-1]]) if len(order) else 0.0,
+                    total_sq_norm=float((norms ** 2).sum()))
     return df
+
+
+# ------------------------------------------------------------------ machine-readable record
+# A render leaves its channel table as JSON next to the executed notebooks (render.py sets
+# RECORD_DIR_ENV for its kernel; ``session.LabSetup.channel_table`` writes it): the sweep
+# (``lab_utils.sweep``) compares pairs from it without parsing printed text.
+RECORD_DIR_ENV = "LAB_RECORD_DIR"
+RECORD_FILE = "channel-table.json"
+RECORD_KIND = "lab_utils.channel_table/1"
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    """One kept input channel. ``rank``: 1 = strongest; ``channel``: 0-based input channel of
+    the feeding layer; ``l2_norm``: the slice's L2 norm (weight units); ``share``: its squared
+    norm over the filter's sum of squared weights (0..1, all c_in channels, not only the kept
+    ones); ``category``: by ``CATEGORY_RULE``."""
+
+    rank: int
+    channel: int
+    l2_norm: float
+    share: float
+    category: str
+
+
+@dataclass(frozen=True)
+class ChannelTableRecord:
+    """The channel table of one (layer, filter) as plain data (JSON, pickle)."""
+
+    model_name: str
+    layer_name: str
+    filter_index: int
+    top_k: int
+    n_channels: int
+    n_near_zero: int
+    rule: str
+    rows: tuple[ChannelRow, ...]
+
+    @property
+    def channels(self) -> list[int]:
+        return [r.channel for r in self.rows]
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": RECORD_KIND, **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChannelTableRecord:
+        """Raises ValueError (with what is wrong) on anything but a record ``to_json`` wrote."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.pop("kind", None) != RECORD_KIND:
+                raise ValueError(f"not a {RECORD_KIND} record")
+            rows = tuple(ChannelRow(int(r["rank"]), int(r["channel"]), float(r["l2_norm"]), float(r["share"]),
+                                    str(r["category"])) for r in data.pop("rows"))
+            return cls(str(data["model_name"]), str(data["layer_name"]), int(data["filter_index"]),
+                       int(data["top_k"]), int(data["n_channels"]), int(data["n_near_zero"]), str(data["rule"]),
+                       rows)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed channel-table record ({type(exc).__name__}: {exc})") from None
+
+
+def channel_table_record(table, model_name: str, top_k: int) -> ChannelTableRecord:
+    """*table* (``channel_table``) as a ``ChannelTableRecord``."""
+    total = float(table.attrs.get("total_sq_norm") or 0.0)
+    rows = tuple(ChannelRow(int(r.rank), int(r.channel), float(r.l2_norm),
+                            float(r.l2_norm) ** 2 / total if total > 0 else 0.0, str(r.category))
+                 for r in table.itertuples())
+    return ChannelTableRecord(model_name, str(table.attrs["layer"]), int(table.attrs["filter_index"]), int(top_k),
+                              int(table.attrs["n_channels"]), int(table.attrs["n_near_zero"]),
+                              str(table.attrs["rule"]), rows)
+
+
+def write_record(record: ChannelTableRecord, folder=None) -> Path | None:
+    """Write *record* to ``folder/RECORD_FILE`` (default: ``$LAB_RECORD_DIR``; nothing, None,
+    where neither is set or the folder does not exist: a render creates it, and a variable
+    left over from one must not break a notebook), atomically. A render's notebooks all
+    write the same record."""
+    folder = folder or os.environ.get(RECORD_DIR_ENV)
+    if not folder or not Path(folder).is_dir():
+        return None
+    from .pages import write_text_atomic
+
+    path = Path(folder) / RECORD_FILE
+    write_text_atomic(path, record.to_json())
+    return path
 
 
 def format_channel_table(table) -> str:

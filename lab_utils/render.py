@@ -3,7 +3,9 @@
     ./render.sh [-p NAME VALUE]... [--params FILE.yaml] [--out DIR] [--only 02,03]
 
 Writes ``OUT/NN_name.html`` for each notebook, the executed notebooks in
-``OUT/notebooks/``, and ``OUT/index.html`` (links, parameters, status, time).
+``OUT/notebooks/``, and ``OUT/index.html`` (links, parameters, status, time). The
+notebook that computes the channel table (03, and 04/05) also leaves it machine-readable
+as ``OUT/notebooks/channel-table.json`` (``circuits.ChannelTableRecord``).
 The notebooks in ``notebooks/`` are only read. Parameters are checked before
 anything runs; a notebook that fails still gets its page (error visible), the
 others still run, and the exit status is 1 at the end.
@@ -51,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="render.sh", description="Execute the lab notebooks and export them to HTML with an index page.",
         epilog=("Grading student notebooks instead: render.sh --submissions DIR --help. "
-                "Every filter of a layer synthesized on one page: render.sh --atlas LAYER --help."))
+                "Every filter of a layer synthesized on one page: render.sh --atlas LAYER --help. "
+                "The lab for many (layer, filter) pairs, compared on one index (one process per pair, "
+                "locally or on a Dask cluster): render.sh --sweep FILE --help."))
     ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                     help="set a notebook parameter for every notebook (repeatable), e.g. -p filter_index 7")
     ap.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters (-p values win)")
@@ -336,6 +340,14 @@ def main(argv=None) -> int:
     for var in ("LAB_CACHE_DIR", "LAB_WEIGHTS_DIR"):  # the kernel runs in notebooks/: keep their meaning
         if os.environ.get(var):
             os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
+    from .circuits import RECORD_DIR_ENV, RECORD_FILE
+
+    # notebooks leave their channel table as JSON next to them (circuits.write_record): the
+    # sweep reads it; a previous render's record is never taken for this one's
+    record_dir_before = os.environ.get(RECORD_DIR_ENV)
+    os.environ[RECORD_DIR_ENV] = str(out / "notebooks")  # inherited by the kernel (and its restarts)
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    (out / "notebooks" / RECORD_FILE).unlink(missing_ok=True)
     kernel = RenderKernel(books[0].parent)
     try:
         kernel.start()
@@ -346,6 +358,10 @@ def main(argv=None) -> int:
         return _render_all(args, params, resolved, books, out, kernel)
     finally:
         kernel.shutdown()
+        if record_dir_before is None:  # main() called in a process that goes on (bench, tests)
+            os.environ.pop(RECORD_DIR_ENV, None)
+        else:
+            os.environ[RECORD_DIR_ENV] = record_dir_before
 
 
 def _render_all(args, params: dict, resolved, books: list[Path], out: Path, kernel: RenderKernel) -> int:

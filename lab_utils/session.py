@@ -259,9 +259,13 @@ class LabSetup:
 
     # ---------------------------------------------------------- step 3
     def channel_table(self):
-        from .circuits import channel_table
+        """``circuits.channel_table``; under a render (``$LAB_RECORD_DIR`` set) also left as
+        ``channel-table.json`` next to the executed notebooks (``circuits.write_record``)."""
+        from .circuits import channel_table, channel_table_record, write_record
 
-        return channel_table(self.model, self.layer_name, self.filter_index, self.top_k)
+        table = channel_table(self.model, self.layer_name, self.filter_index, self.top_k)
+        write_record(channel_table_record(table, self.model_name, self.top_k))
+        return table
 
     def channel_norms(self):
         from .circuits import channel_norms
