@@ -90,9 +90,14 @@ def open_executor(scheduler: str | None, jobs: int):
         client.close()
 
 
+def client_of(executor):
+    """The ``distributed.Client`` behind an executor of ``open_executor`` (None: a local pool)."""
+    return getattr(executor, "_client", None)  # distributed's ClientExecutor keeps it there
+
+
 def cluster_threads(executor) -> int | None:
     """How many tasks the cluster behind *executor* runs at once (None for a local pool)."""
-    client = getattr(executor, "_client", None)
+    client = client_of(executor)
     if client is None:
         return None
     return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..cluster import cluster_threads, open_executor
+from ..cluster import client_of, cluster_threads, open_executor
 from ..config import KIT_ROOT, display_name
 from ..grading import student_report
 from ..pages import simple_page, write_text_atomic
@@ -462,7 +462,7 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
             stack.close()
             raise
         # The trusted entries travel to each worker once (not with every task).
-        trusted_ref = (executor._client.scatter(trusted, broadcast=True, hash=False)
+        trusted_ref = (client_of(executor).scatter(trusted, broadcast=True, hash=False)
                        if trusted is not None else None)
         # A client thread per task in flight (it only waits); two more keep the cluster fed.
         n_cluster = cluster_threads(executor) or 1

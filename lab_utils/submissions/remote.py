@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..cluster import first_attempt, forget_attempts, is_lost_worker
+from ..cluster import client_of, first_attempt, forget_attempts, is_lost_worker
 from ..config import display_name
 from ..pages import write_text_atomic
 from .handins import Submission
@@ -126,7 +126,7 @@ def grade_remote(sub: Submission, args, root: Path, out: Path, executor, trusted
     except Exception as e:  # noqa: BLE001 - a lost worker, or the task's own failure
         answer = {"lost": True} if is_lost_worker(e) else {"error": f"{type(e).__name__}: {e}"}
     finally:
-        client = getattr(executor, "_client", None)
+        client = client_of(executor)
         if client is not None and client.status == "running":
             forget_attempts(client, [payload.token])
     base.seconds = round(time.monotonic() - t0, 2)
