@@ -164,3 +164,25 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
                 "--scheduler", f"tcp://127.0.0.1:{free_port()}", timeout=120)
     assert r.returncode == 2, r.stderr
     assert "could not reach the Dask scheduler" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_a_sweep_on_the_cluster(cluster, tmp_path, vgg16):
+    """``render.sh --sweep FILE --scheduler``: each pair rendered on a worker, its pages
+    brought back, the comparison index written here."""
+    import json
+
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("block3_conv1 31\nblock3_conv1 7\n")
+    out = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "-m", "lab_utils.sweep", "--sweep", str(pairs), "--out", str(out),
+                        "--only", "03", "--scheduler", cluster.address], capture_output=True, text=True,
+                       timeout=600, cwd=KIT_ROOT, env={**os.environ, "PYTHONPATH": str(KIT_ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in (31, 7):
+        folder = out / f"block3_conv1-f{f}"
+        assert (folder / "03_channel_analysis.html").is_file()
+        record = json.loads((folder / "notebooks" / "channel-table.json").read_text())
+        assert record["filter_index"] == f
+    assert "2 of 2 pairs ok" in (out / "index.html").read_text()
