@@ -18,7 +18,7 @@ done
 # Progress bars belong on the terminal, never in stored notebook outputs.
 export LAB_PROGRESS=0
 for arg in "$@"; do
-    if [ "$arg" = "--submissions" ]; then
+    if [ "$arg" = "--submissions" ] || [ "$arg" = "--merge" ]; then
         exec python -m lab_utils.submissions "$@"
     fi
 done

@@ -18,6 +18,7 @@ from ..config import LabError, display_name
 from ..pages import out_folder_blocker
 from ..rubric import load_rubric
 from .batch import MANIFEST, _with_kit_on_path, run_batch
+from .shards import ShardError, merge, parse_shard
 from .student_kernel import grader_env, make_undumpable
 from .worker import worker_main
 
@@ -54,11 +55,19 @@ def _jobs(text):
     return v
 
 
+def _shard(text):
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="render.sh --submissions",
         usage="render.sh --submissions DIR [--out DIR] [--execute] [--timeout S] "
-              "[--cell-timeout S] [--jobs N] [--rubric FILE] [--verify]",
+              "[--cell-timeout S] [--jobs N] [--rubric FILE] [--verify] [--shard I/N]\n"
+              "       render.sh --merge DIR [DIR ...] --out DIR [--rubric FILE]",
         description=(
             "Render every .ipynb under DIR (a folder of student submissions) to "
             "OUT/<student>.html and write OUT/index.html, a table of every submission with "
@@ -67,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the kit's metadata, their numbers or headings) also gets one report page: its "
             "notebooks in lab order under a score sheet (the rubric's items with their automatic "
             "evidence; the points are yours), and OUT/grades.csv has one row per such folder. "
-            "Submitted files are only read, never written."
+            "Submitted files are only read, never written. "
+            "--shard I/N grades one slice of the class (CI matrices, Slurm arrays): the hand-ins "
+            "(top-level folders, .zip files and notebooks), sorted by name, are dealt round-robin "
+            "(the k-th, from 0, to shard k%N+1); OUT also gets shard.json. --merge DIR... puts the "
+            "--out folders of shards 1..N together into --out as one run of the whole class."
         ),
         epilog=(
             "A .zip archive directly in DIR counts as a folder (extracted into the grader's private "
@@ -80,9 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
             "sandbox. Without --execute no student code runs."
         ),
     )
-    p.add_argument("--submissions", metavar="DIR", required=True,
-                   help="folder of submissions (searched recursively for .ipynb files; a .zip "
-                        "directly in it counts as a folder)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--submissions", metavar="DIR",
+                      help="folder of submissions (searched recursively for .ipynb files; a .zip "
+                           "directly in it counts as a folder)")
+    what.add_argument("--merge", metavar="DIR", nargs="+", default=None,
+                      help="the --out folders of the shards 1..N of one class (each holding shard.json): "
+                           "put them together into --out (which must be a new or an earlier merge's folder, "
+                           "not one of them) as one run of the whole class would have written it; reads "
+                           "only --out and --rubric of the other options")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                    help=f"where the pages go (default: {DEFAULT_OUT}, relative to the current "
                         "folder); must not be inside the submissions folder")
@@ -105,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute each lab hand-in's channel table (notebook 03) and top classes (02) for "
                         "the parameters it printed, and flag tables that differ (stale or edited outputs); "
                         "runs the kit's code, never the student's")
+    p.add_argument("--shard", metavar="I/N", type=_shard, default=None,
+                   help="grade only shard I of N (1 <= I <= N) of the class; page names are the whole "
+                        "class's; OUT also gets shard.json for --merge")
     return p
 
 
@@ -134,6 +156,7 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     argv += ["--execute"] if args.execute else []
     argv += ["--verify"] if args.verify else []
     argv += ["--rubric", args.rubric] if args.rubric else []
+    argv += ["--shard", str(args.shard)] if args.shard else []
     data = json.dumps(argv).encode()
     if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
         return
@@ -173,6 +196,8 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
         make_undumpable()  # its cwd, open files and memory: unreadable to student code
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.merge is not None:
+        return _merge_main(parser, args)
     src = Path(args.submissions).expanduser()
     if not src.exists():
         parser.error(f"--submissions {display_name(args.submissions)}: no such folder")
@@ -183,6 +208,20 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     if out == root or _inside(out, root):
         parser.error(f"--out {display_name(args.out)} is inside the submissions folder; choose a folder "
                      "outside it (submissions are never written to)")
+    _check_out(parser, args, out)
+    _load_rubric(parser, args)
+    if args.rubric is not None:
+        args.rubric = str(Path(args.rubric).expanduser().resolve())
+    if hide_paths and args.execute:
+        _reexec_hiding_paths(args, root, out)
+    try:
+        return run_batch(args, root, out)
+    except OSError as e:
+        print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
+        return 1
+
+
+def _check_out(parser, args, out: Path) -> None:
     blocker = out_folder_blocker(out)
     if blocker == out:
         parser.error(f"--out {display_name(args.out)} exists and is not a folder")
@@ -191,16 +230,31 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     if (out / "index.html").exists() and not (out / MANIFEST).exists():
         parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
                      "write (a lab render?); choose another folder, nothing there is overwritten")
+
+
+def _load_rubric(parser, args) -> None:
     try:
         args.rubric_loaded = load_rubric(args.rubric)
     except LabError as e:
         parser.error(f"--rubric: {display_name(str(e))}")
-    if args.rubric is not None:
-        args.rubric = str(Path(args.rubric).expanduser().resolve())
-    if hide_paths and args.execute:
-        _reexec_hiding_paths(args, root, out)
+
+
+def _merge_main(parser, args) -> int:
+    """``--merge DIR... --out OUT`` (``shards.merge``): a refusal is one line, exit 2."""
+    for flag, given in (("--shard", args.shard is not None), ("--execute", args.execute),
+                        ("--verify", args.verify)):
+        if given:
+            parser.error(f"{flag} cannot be used with --merge (the shards were graded already)")
+    for d in args.merge:
+        if not Path(d).expanduser().is_dir():
+            parser.error(f"--merge {display_name(d)}: no such folder")
+    out = Path(args.out).expanduser().resolve()
+    _check_out(parser, args, out)
+    _load_rubric(parser, args)
     try:
-        return run_batch(args, root, out)
+        return merge([Path(d) for d in args.merge], out, args.rubric_loaded)
+    except ShardError as e:
+        parser.error(display_name(str(e)))
     except OSError as e:
         print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
         return 1
