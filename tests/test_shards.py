@@ -329,3 +329,22 @@ def test_merge_never_overwrites_a_foreign_file_nor_follows_a_link(graded, tmp_pa
     out2 = tmp_path / "out2"
     refused(grade("--merge", linked, base / "s2", "--out", out2), "not a regular file")
     assert not out2.exists()
+
+
+def test_an_executed_shard_runs_only_its_hand_ins(tmp_path):
+    """--execute re-executes the grader with its arguments through a pipe: --shard must travel too."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    root = tmp_path / "class"
+    for name in ("amy", "ben", "cat"):
+        root.mkdir(exist_ok=True)
+        nbformat.write(new_notebook(cells=[new_code_cell(f"print('ran {name}')")]), root / f"{name}.ipynb")
+    proc = grade("--submissions", root, "--out", tmp_path / "o", "--shard", "2/2", "--execute",
+                 "--timeout", "120", "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "o" / SHARD_FILE).read_text())
+    assert rec["units"] == ["ben.ipynb"] and rec["settings"]["execute"] is True
+    assert [s["rel"] for s in rec["submissions"]] == ["ben.ipynb"]
+    assert "ran ben" in (tmp_path / "o" / "ben.html").read_text()
+    assert not (tmp_path / "o" / "amy.html").exists() and not (tmp_path / "o" / "cat.html").exists()
