@@ -122,7 +122,7 @@ def test_bad_shard_values_are_a_one_line_usage_error(tmp_path, capsys, text):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--shard", "1/2", "--out", "o"], "one of the arguments --submissions --merge is required"),
+    (["--shard", "1/2", "--out", "o"], "required: --submissions (or --merge"),
     (["--submissions", "in", "--merge", "a", "--out", "o"], "not allowed with argument"),
     (["--merge", "a", "--shard", "1/2", "--out", "o"], "--shard cannot be used with --merge"),
     (["--merge", "a", "--execute", "--out", "o"], "--execute cannot be used with --merge"),

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
             "sandbox. Without --execute no student code runs."
         ),
     )
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group()  # one of them: main() says so
     what.add_argument("--submissions", metavar="DIR",
                       help="folder of submissions (searched recursively for .ipynb files; a .zip "
                            "directly in it counts as a folder)")
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
         make_undumpable()  # its cwd, open files and memory: unreadable to student code
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.submissions is None and args.merge is None:
+        parser.error("the following arguments are required: --submissions (or --merge DIR... to merge shards)")
     if args.merge is not None:
         return _merge_main(parser, args)
     src = Path(args.submissions).expanduser()
