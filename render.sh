@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Render the lab to HTML (the kit's main command), or a folder of student
-# submissions with --submissions DIR.  Sets up .venv on first use.
+# submissions with --submissions DIR (--merge DIR... for shards).  Sets up .venv on first use.
 #   ./render.sh                          # the five notebooks, default parameters
 #   ./render.sh -p filter_index 7 --out build/f7
 #   ./render.sh --submissions hand-ins/ --out build/grading [--execute]
@@ -19,7 +19,7 @@ done
 # Progress bars belong on the terminal, never in stored notebook outputs.
 export LAB_PROGRESS=0
 for arg in "$@"; do
-    if [ "$arg" = "--submissions" ]; then
+    if [ "$arg" = "--submissions" ] || [ "$arg" = "--merge" ]; then
         exec python -m lab_utils.submissions "$@"
     fi
 done

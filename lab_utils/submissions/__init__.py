@@ -1,7 +1,8 @@
 """Render a folder of student submissions to HTML: one page per notebook plus an index.
 
     ./render.sh --submissions hand-ins/ [--out build/submissions] [--execute]
-                [--timeout S] [--cell-timeout S] [--jobs N]
+                [--timeout S] [--cell-timeout S] [--jobs N] [--shard I/N]
+    ./render.sh --merge OUT_1 ... OUT_N --out OUT
 
 Every ``.ipynb`` under the folder is one submission (``handins``: discovery and
 names; symbolic links are listed, never followed).  A ``.zip`` directly in the folder
@@ -50,6 +51,8 @@ The package, one module a stage:
 - ``reports``: one report per lab hand-in folder (or archive), ``grades.csv``;
 - ``batch``: the parent: every hand-in through its workers, ``results.json``, the
   manifest of this command's pages;
+- ``shards``: ``--shard I/N`` (a deterministic slice of the class, ``shard.json``) and
+  ``--merge DIR...`` (the shards put together as one run of the class);
 - ``cli``: the command line (``main``), ``__main__``: ``python -m lab_utils.submissions``.
 
 This package must stay light: it imports no TensorFlow and no lab_utils module

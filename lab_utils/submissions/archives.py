@@ -97,11 +97,11 @@ def archive_keys(root: Path, archives: list[str]) -> dict[str, str]:
     return keys
 
 
-def unpack_all(root: Path, archives: list[str], dest: Path, data_files: bool = True) -> list[Unpacked]:
+def unpack_all(root: Path, archives: list[str], dest: Path, data_files: bool | set = True) -> list[Unpacked]:
     """Extract every archive of *archives* (names of regular files directly in *root*) into
     its own folder under *dest* (made here, mode 0700). *data_files*: also extract the
-    files that are not notebooks (with ``--execute``, for the run's copy). Never raises for
-    a bad archive."""
+    files that are not notebooks (with ``--execute``, for the run's copy); a set: only for
+    the archives it names (a shard's, ``shards``). Never raises for a bad archive."""
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = archive_keys(root, archives)
     out = []
@@ -110,7 +110,7 @@ def unpack_all(root: Path, archives: list[str], dest: Path, data_files: bool = T
         base.mkdir(mode=0o700)
         u = Unpacked(name=name, key=keys[name], base=base)
         try:
-            _unpack(root / name, u, data_files)
+            _unpack(root / name, u, data_files if isinstance(data_files, bool) else name in data_files)
         except Exception as e:  # noqa: BLE001 - a hostile archive is reported, never a crash
             u.error = f"could not be read as a zip archive ({type(e).__name__}: {e})"[:500]
         out.append(u)

@@ -36,9 +36,10 @@ from .notebooks import MAX_FILE_BYTES
 from .statuses import BAD_ARCHIVE, GRADER_ERROR, LINK, OK
 from .processes import kill_group, kill_processes_of, rmtree_hard, run_with_hard_timeout
 from .remote import grade_remote
+from .reports import (evidence_of, group_of, hand_in_folders, lab_hand_ins, report_page_names,
+                      run_verification, student_page_spec, write_grades)
+from .shards import SHARD_FILE, ShardRecord, class_slice, write_shard
 from .shared_cache import Snapshot, TrustedCache, describe
-from .reports import (evidence_of, group_of, lab_hand_ins, report_page_names, run_verification,
-                      student_page_spec, write_grades)
 from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
 from .student_pages import mode_text, write_banner_page, write_index
 from .worker import CHECKPOINT_FILE, EXECUTED_FILE, RESULT_PREFIX, RUN_FILE
@@ -293,15 +294,19 @@ def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     _write_manifest(out, produced)
 
 
-def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: _Live) -> list:
+def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: _Live,
+             class_subs: list | None = None) -> tuple[list, dict]:
     """The lab hand-ins' reports (``reports``): evidence from the page workers, ``--verify``'s
-    recomputation, one report page per student (a student worker each, ``--jobs`` at a time)."""
+    recomputation, one report page per student (a student worker each, ``--jobs`` at a time).
+    Returns the hand-ins and ``--verify``'s results. *class_subs*: the whole class, where
+    *subs* is a shard's part of it (report page names are chosen over the whole class)."""
     evidence = evidence_of({i: r.evidence for i, r in results.items() if r.evidence})
     hand_ins = lab_hand_ins(subs, evidence)
     if not hand_ins:
-        return []
-    taken = {s.slug.lower() for s in subs} | _foreign_pages(out)
-    report_page_names(hand_ins, taken)
+        return [], {}
+    everyone = subs if class_subs is None else class_subs
+    taken = {s.slug.lower() for s in everyone} | _foreign_pages(out)
+    report_page_names(hand_ins, taken, hand_in_folders(everyone))
     verification = run_verification(hand_ins, _page_worker_env(), live) if getattr(args, "verify", False) else {}
     for h in hand_ins:
         h.report = student_report(display_name(h.key), h.evidence, rubric, verification)
@@ -319,7 +324,7 @@ def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: 
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, hand_ins))
-    return hand_ins
+    return hand_ins, verification
 
 
 def _archive_hand_ins(unpacked: list) -> tuple[list[str], list[str], dict]:
@@ -430,9 +435,12 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
     if rubric is None:
         rubric = load_rubric(getattr(args, "rubric", None))
     found = scan(root)
+    # --shard I/N: this shard's hand-ins of the whole class, named as the whole class is (``shards``).
+    part = class_slice(found, args.shard) if getattr(args, "shard", None) is not None else None
     # The archives' contents and the bounded copies of the lab hand-ins' notebooks go into *private*.
     try:
-        unpacked = unpack_all(root, found.archives, private / "archives", data_files=bool(args.execute))
+        data_files = bool(args.execute) if part is None or not args.execute else set(part.units)
+        unpacked = unpack_all(root, found.archives, private / "archives", data_files=data_files)
         archive_rels, archive_ignored, extra = _archive_hand_ins(unpacked)
         ignored = sorted(found.ignored + archive_ignored)
         subs = assign_names(found.notebooks + archive_rels, found.links, taken=_foreign_pages(out))
@@ -443,8 +451,15 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         if sub.rel in extra:
             sub.base, notes, sub.problem = extra[sub.rel]
             sub.notes += notes
+    class_subs = subs
+    if part is not None:
+        subs = part.select(subs, {u.key: u.name for u in unpacked})
+        ignored = part.ignored_part(ignored)
+        print(f"[submissions] shard {part.shard}: {len(part.units)} of {len(part.all_units)} hand-ins",
+              file=sys.stderr)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        (out / SHARD_FILE).unlink(missing_ok=True)  # a shard's record describes only its own run
     except OSError:
         rmtree_hard(private)
         raise
@@ -521,10 +536,10 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         if snapshot is not None and snapshot.repairs > 0:
             print(f"[submissions] shared cache: {snapshot.repairs} entr{'y' if snapshot.repairs == 1 else 'ies'} "
                   "changed by a hand-in during its run were put back (no hand-in read them)", file=sys.stderr)
-    hand_ins = []
+    hand_ins, verification = [], {}
     if not interrupted:
         try:
-            hand_ins = _reports(subs, results, bounded, rubric, args, out, live)
+            hand_ins, verification = _reports(subs, results, bounded, rubric, args, out, live, class_subs)
         except KeyboardInterrupt:
             interrupted = True
             live.stop.set()
@@ -540,6 +555,24 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         return 130
     ordered = [results[i] for i in range(len(subs))]
     ordered.sort(key=lambda r: (r.student.lower(), r.file))
+    index, produced = write_outputs(out, ordered, hand_ins, rubric, root=root, args=args, ignored=ignored,
+                                    started=started, elapsed=time.monotonic() - t0)
+    if part is not None:  # what --merge needs (``shards``)
+        write_shard(out, ShardRecord.of_run(part, root, args, rubric, started, time.monotonic() - t0,
+                                            [(subs[i].rel, results[i]) for i in range(len(subs))],
+                                            hand_ins, verification, ignored, produced))
+    if not ordered and part is None:
+        print(f"[submissions] no .ipynb files found under {display_name(str(root))}", file=sys.stderr)
+    # A shard may be dealt no notebook (more shards than hand-ins): that is not a failure.
+    return finish_status(ordered, index, empty_ok=part is not None and bool(part.all_units))
+
+
+def write_outputs(out: Path, ordered: list, hand_ins: list, rubric, *, root: Path, args, ignored: list,
+                  started: datetime.datetime, elapsed: float) -> tuple[Path, set]:
+    """``results.json``, ``grades.csv`` and the index of *ordered* (results in index order) and
+    *hand_ins* (with their reports), then the manifest (stale pages of an earlier run
+    removed). Returns the index and the pages of the manifest. ``--merge`` writes its
+    folder with this too, so that a merged class reads exactly as one run of it."""
     write_text_atomic(out / "results.json", json.dumps(
         {"folder": display_name(str(root)), "mode": mode_text(args),
          "submissions": [{**{k: v for k, v in asdict(r).items() if k != "evidence"}, "ok": r.ok} for r in ordered],
@@ -548,11 +581,16 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
                       for h in hand_ins]}, indent=1))
     grades = write_grades(out, hand_ins, rubric) if hand_ins else None
     index = write_index(out, ordered, root=root, args=args, ignored=ignored, started=started,
-                        elapsed=time.monotonic() - t0, students=hand_ins, grades=grades)
-    _clean_stale_pages(out, {r.page for r in ordered} | {h.page for h in hand_ins})
+                        elapsed=elapsed, students=hand_ins, grades=grades)
+    produced = {r.page for r in ordered} | {h.page for h in hand_ins}
+    _clean_stale_pages(out, produced)
+    return index, produced
+
+
+def finish_status(ordered: list, index: Path, empty_ok: bool = False) -> int:
+    """Print the summary line; the exit status: 0 when every notebook is ok (and there is at
+    least one, unless *empty_ok*), else 1."""
     n_bad = sum(not r.ok for r in ordered)
-    if not ordered:
-        print(f"[submissions] no .ipynb files found under {display_name(str(root))}", file=sys.stderr)
     print(f"[submissions] {len(ordered) - n_bad} ok, {n_bad} not ok; index: {display_name(str(index))}",
           file=sys.stderr)
-    return 0 if ordered and not n_bad else 1
+    return 0 if (ordered or empty_ok) and not n_bad else 1

@@ -18,6 +18,7 @@ from ..config import LabError, cache_dir, display_name
 from ..pages import out_folder_blocker
 from ..rubric import load_rubric
 from .batch import MANIFEST, _with_kit_on_path, run_batch
+from .shards import ShardError, merge, parse_shard
 from .student_kernel import grader_env, make_undumpable
 from .worker import worker_main
 
@@ -54,12 +55,20 @@ def _jobs(text):
     return v
 
 
+def _shard(text):
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="render.sh --submissions",
         usage="render.sh --submissions DIR [--out DIR] [--execute [--warm] [--shared-cache DIR | "
               "--no-shared-cache]] [--timeout S] [--cell-timeout S] [--jobs N | --scheduler ADDRESS] "
-              "[--rubric FILE] [--verify]",
+              "[--rubric FILE] [--verify] [--shard I/N]\n"
+              "       render.sh --merge DIR [DIR ...] --out DIR [--rubric FILE]",
         description=(
             "Render every .ipynb under DIR (a folder of student submissions) to "
             "OUT/<student>.html and write OUT/index.html, a table of every submission with "
@@ -68,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the kit's metadata, their numbers or headings) also gets one report page: its "
             "notebooks in lab order under a score sheet (the rubric's items with their automatic "
             "evidence; the points are yours), and OUT/grades.csv has one row per such folder. "
-            "Submitted files are only read, never written."
+            "Submitted files are only read, never written. "
+            "--shard I/N grades one slice of the class (CI matrices, Slurm arrays): the hand-ins "
+            "(top-level folders, .zip files and notebooks), sorted by name, are dealt round-robin "
+            "(the k-th, from 0, to shard k%N+1); OUT also gets shard.json. --merge DIR... puts the "
+            "--out folders of shards 1..N together into --out as one run of the whole class."
         ),
         epilog=(
             "A .zip archive directly in DIR counts as a folder (extracted into the grader's private "
@@ -81,9 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
             "sandbox. Without --execute no student code runs."
         ),
     )
-    p.add_argument("--submissions", metavar="DIR", required=True,
-                   help="folder of submissions (searched recursively for .ipynb files; a .zip "
-                        "directly in it counts as a folder)")
+    what = p.add_mutually_exclusive_group()  # one of them: main() says so
+    what.add_argument("--submissions", metavar="DIR",
+                      help="folder of submissions (searched recursively for .ipynb files; a .zip "
+                           "directly in it counts as a folder)")
+    what.add_argument("--merge", metavar="DIR", nargs="+", default=None,
+                      help="the --out folders of the shards 1..N of one class (each holding shard.json): "
+                           "put them together into --out (which must be a new or an earlier merge's folder, "
+                           "not one of them) as one run of the whole class would have written it; reads "
+                           "only --out and --rubric of the other options")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                    help=f"where the pages go (default: {DEFAULT_OUT}, relative to the current "
                         "folder); must not be inside the submissions folder")
@@ -121,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send each notebook's run and page to the dask.distributed cluster at ADDRESS "
                         "(tcp://host:8786; its workers need this kit installed); pages, index and grades.csv "
                         "are written here. Default: a local pool of --jobs processes")
+    p.add_argument("--shard", metavar="I/N", type=_shard, default=None,
+                   help="grade only shard I of N (1 <= I <= N) of the class; page names are the whole "
+                        "class's; OUT also gets shard.json for --merge")
     return p
 
 
@@ -154,6 +176,7 @@ def _reexec_hiding_paths(args, root: Path, out: Path) -> None:
     argv += ["--no-shared-cache"] if args.no_shared_cache else []
     argv += ["--shared-cache", args.shared_cache] if args.shared_cache else []
     argv += ["--scheduler", args.scheduler] if args.scheduler else []
+    argv += ["--shard", str(args.shard)] if args.shard else []
     data = json.dumps(argv).encode()
     if len(data) > 60_000:  # a pipe buffer holds 64 KiB: never block here
         return
@@ -193,6 +216,10 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
         make_undumpable()  # its cwd, open files and memory: unreadable to student code
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.submissions is None and args.merge is None:
+        parser.error("the following arguments are required: --submissions (or --merge DIR... to merge shards)")
+    if args.merge is not None:
+        return _merge_main(parser, args)
     src = Path(args.submissions).expanduser()
     if not src.exists():
         parser.error(f"--submissions {display_name(args.submissions)}: no such folder")
@@ -203,18 +230,8 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     if out == root or _inside(out, root):
         parser.error(f"--out {display_name(args.out)} is inside the submissions folder; choose a folder "
                      "outside it (submissions are never written to)")
-    blocker = out_folder_blocker(out)
-    if blocker == out:
-        parser.error(f"--out {display_name(args.out)} exists and is not a folder")
-    if blocker is not None:
-        parser.error(f"--out {display_name(args.out)}: {display_name(str(blocker))} is a file, not a folder")
-    if (out / "index.html").exists() and not (out / MANIFEST).exists():
-        parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
-                     "write (a lab render?); choose another folder, nothing there is overwritten")
-    try:
-        args.rubric_loaded = load_rubric(args.rubric)
-    except LabError as e:
-        parser.error(f"--rubric: {display_name(str(e))}")
+    _check_out(parser, args, out)
+    _load_rubric(parser, args)
     if args.rubric is not None:
         args.rubric = str(Path(args.rubric).expanduser().resolve())
     if (args.warm or args.shared_cache) and not args.execute:
@@ -240,6 +257,45 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     except LabError as e:  # e.g. the Dask scheduler cannot be reached
         print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
+        return 1
+
+
+def _check_out(parser, args, out: Path) -> None:
+    blocker = out_folder_blocker(out)
+    if blocker == out:
+        parser.error(f"--out {display_name(args.out)} exists and is not a folder")
+    if blocker is not None:
+        parser.error(f"--out {display_name(args.out)}: {display_name(str(blocker))} is a file, not a folder")
+    if (out / "index.html").exists() and not (out / MANIFEST).exists():
+        parser.error(f"--out {display_name(args.out)} holds an index.html that this command did not "
+                     "write (a lab render?); choose another folder, nothing there is overwritten")
+
+
+def _load_rubric(parser, args) -> None:
+    try:
+        args.rubric_loaded = load_rubric(args.rubric)
+    except LabError as e:
+        parser.error(f"--rubric: {display_name(str(e))}")
+
+
+def _merge_main(parser, args) -> int:
+    """``--merge DIR... --out OUT`` (``shards.merge``): a refusal is one line, exit 2."""
+    for flag, given in (("--shard", args.shard is not None), ("--execute", args.execute),
+                        ("--verify", args.verify)):
+        if given:
+            parser.error(f"{flag} cannot be used with --merge (the shards were graded already)")
+    for d in args.merge:
+        if not Path(d).expanduser().is_dir():
+            parser.error(f"--merge {display_name(d)}: no such folder")
+    out = Path(args.out).expanduser().resolve()
+    _check_out(parser, args, out)
+    _load_rubric(parser, args)
+    try:
+        return merge([Path(d) for d in args.merge], out, args.rubric_loaded)
+    except ShardError as e:
+        parser.error(display_name(str(e)))
     except OSError as e:
         print(f"submissions: error: {display_name(str(e))}", file=sys.stderr)
         return 1

@@ -66,19 +66,33 @@ def lab_hand_ins(subs: list, evidence: dict) -> list[StudentHandIn]:
     return out
 
 
-def report_page_names(hand_ins: list[StudentHandIn], taken: set[str]) -> None:
+def hand_in_folders(subs: list) -> list[str]:
+    """Every hand-in folder of *subs* (``group_of``), lab hand-in or not, in the order
+    ``lab_hand_ins`` lists them."""
+    return sorted(dict.fromkeys(k for k in (group_of(s.rel) for s in subs) if k is not None), key=str.lower)
+
+
+def report_page_names(hand_ins: list[StudentHandIn], taken: set[str], folders: list[str] | None = None) -> None:
     """Give each hand-in a page name: ``<folder>-report.html``, made unique against *taken*
-    (lower-case page names without ``.html``: the notebooks' pages and foreign files)."""
+    (lower-case page names without ``.html``: the notebooks' pages and foreign files).
+    *folders* (``hand_in_folders`` of the whole class): names are dealt to all of them in
+    this order, so that a hand-in's name does not depend on which other folders hold a lab
+    notebook, nor on which of them a shard graded (``shards``)."""
     from .handins import slugify
 
     used = set(taken)
-    for h in hand_ins:
-        base = f"{slugify(h.key) or 'student'}-report"
+    names: dict[str, str] = {}
+    for key in (folders if folders is not None else []) + [h.key for h in hand_ins]:
+        if key in names:
+            continue
+        base = f"{slugify(key) or 'student'}-report"
         name, n = base, 2
         while name.lower() in used:
             name, n = f"{base}-{n}", n + 1
         used.add(name.lower())
-        h.page = f"{name}.html"
+        names[key] = f"{name}.html"
+    for h in hand_ins:
+        h.page = names[h.key]
 
 
 def run_verification(hand_ins: list[StudentHandIn], env: dict, live) -> dict:
