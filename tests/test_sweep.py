@@ -262,7 +262,7 @@ def test_out_folder_ownership(tmp_path):
     ours.mkdir()
     result = PairResult("block3_conv1", 31, "ok", files={"index.html": b"new", "notebooks/a.ipynb": b"{}",
                                                           "../escape.html": b"x", "/abs.html": b"x"})
-    sweep._write_manifest(ours, {result.folder})
+    sweep.output._write_manifest(ours, {result.folder})
     (ours / "index.html").write_text("old sweep index")
     (ours / result.folder).mkdir()
     (ours / result.folder / "stale.html").write_text("old")
@@ -276,7 +276,7 @@ def test_out_folder_ownership(tmp_path):
 
 def test_task_and_result_are_plain_picklable_data():
     # on a Dask cluster the task function is imported by name and its arguments/results pickled
-    assert sweep.render_pair.__module__ == "lab_utils.sweep"
+    assert sweep.render_pair.__module__ == "lab_utils.sweep.task"
     assert pickle.loads(pickle.dumps(sweep.render_pair)) is sweep.render_pair
     task = PairTask("block3_conv1", 31, ("-p", "steps", "3"), "/tmp/cache", 60.0)
     assert pickle.loads(pickle.dumps(task)) == task
@@ -372,4 +372,4 @@ def test_a_render_past_its_timeout_is_stopped():
     t0 = time.perf_counter()
     result = sweep.render_pair(PairTask("block3_conv1", 31, ("--only", "03"), None, 1.0))
     assert result.status == "failed" and result.message.startswith("timed out after 1 s")
-    assert time.perf_counter() - t0 < 30 and not sweep._LIVE
+    assert time.perf_counter() - t0 < 30 and not sweep.task._LIVE
