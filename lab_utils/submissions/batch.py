@@ -375,6 +375,8 @@ def _trusted_cache(args, subs, root: Path) -> TrustedCache | None:
         _warm(subs, root, source)
     trusted = TrustedCache.from_folder(source)
     print(f"[submissions] {display_name(describe(trusted, source))}", file=sys.stderr)
+    args.shared_note = (f"shared read-only cache: {len(trusted.entries)} entries, hash-checked"
+                        if trusted.entries else "")
     return trusted
 
 

@@ -76,6 +76,14 @@ def render_notebook_page(nb, spec: dict, banner: str) -> str:
     return notebook_page(nb, spec["slug"], untrusted=True, banner=banner, plain_on_failure=True)
 
 
+def where_text(args) -> str:
+    """Where the notebooks were graded: the local pool or the Dask cluster, and the shared cache."""
+    scheduler = getattr(args, "scheduler", None)
+    where = f"on the Dask cluster at {scheduler}" if scheduler else f"{args.jobs} at a time"
+    shared = getattr(args, "shared_note", "")
+    return where + (f" · {shared}" if shared else "")
+
+
 def mode_text(args) -> str:
     if args.execute:
         return (f"executed on a copy (per-cell timeout {args.cell_timeout:g} s, "
@@ -144,7 +152,7 @@ def write_index(out: Path, results: list[Result], *, root: Path, args, ignored: 
     folder = display_name(str(root))
     body = f"""<h1>Submissions: {e(display_name(root.name))}</h1>
 <div class="meta">Folder <code>{e(folder)}</code> &middot; {len(results)} notebooks &middot;
-{e(mode_text(args))} &middot; {args.jobs} at a time &middot; generated
+{e(mode_text(args))} &middot; {e(where_text(args))} &middot; generated
 {e(started.strftime('%Y-%m-%d %H:%M:%S %Z').strip())} in {elapsed:.1f} s</div>
 <div class="summary">{summary}</div>
 {students_html}
