@@ -143,3 +143,77 @@ def forget_attempts(client, tokens) -> None:
             Event(f"lab-attempt-{token}", client=client).clear()
         except Exception:  # noqa: BLE001 - a marker left behind costs a few bytes
             pass
+
+
+class LocalCluster:
+    """A Dask scheduler and *n_workers* single-thread workers as processes on 127.0.0.1, for
+    tests and the benchmark (``with LocalCluster(2, env, logs) as c: ... c.address``). Workers
+    run without a nanny (a killed worker stays dead); each process lives in a session of its
+    own and is bounded even if the caller dies without stopping it: the scheduler stops after
+    ``idle_s`` without work, the workers ``death_s`` after losing it."""
+
+    def __init__(self, n_workers: int, env: dict, logs: Path, *, idle_s: int = 600, death_s: int = 30,
+                 startup_s: float = 90.0):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.procs: list = []
+        self.workers: list = []
+        logs = Path(logs)
+
+        def start(cmd, name):
+            with open(logs / f"{name}.log", "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                        env=env, cwd=KIT_ROOT, start_new_session=True)
+            self.procs.append(proc)
+            return proc
+
+        try:
+            start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+                   "--no-dashboard", "--idle-timeout", f"{idle_s}s"], "scheduler")
+            for i in range(n_workers):
+                self.workers.append(start(
+                    ["distributed.cli.dask_worker", self.address, "--nthreads", "1", "--no-nanny",
+                     "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "0", "--name", f"w{i}",
+                     "--death-timeout", f"{death_s}s"], f"worker{i}"))
+            from distributed import Client
+
+            deadline = time.monotonic() + startup_s
+            while True:
+                try:
+                    with Client(self.address, timeout=5, set_as_default=False) as client:
+                        client.wait_for_workers(n_workers, timeout=max(1.0, deadline - time.monotonic()))
+                        return
+                except (OSError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        import os
+        import signal
+
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                proc.wait(10)
+            except Exception:  # noqa: BLE001 - a zombie we cannot reap is the OS's
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -19,66 +19,20 @@ from test_submissions import KIT_ROOT, index_rows, results, run_cli, write_nb
 
 pytest.importorskip("distributed")
 
-STARTUP_S = 60.0
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class Cluster:
-    """A scheduler and *n* single-thread workers (no nanny: a killed worker stays dead)."""
-
-    def __init__(self, tmp: Path, n_workers: int = 2):
-        self.address = f"tcp://127.0.0.1:{free_port()}"
-        self.env = {**os.environ, "PYTHONPATH": str(KIT_ROOT), "LAB_PROGRESS": "0", "TMPDIR": str(tmp),
-                    "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-        dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-        port = self.address.rsplit(":", 1)[1]
-        self.logs = tmp
-        self.scheduler = self._start(dask + ["--host", "127.0.0.1", "--port", port, "--no-dashboard"], "scheduler")
-        self.workers = [self._start([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
-                                     "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                                     "--memory-limit", "0", "--name", f"w{i}"], f"worker{i}")
-                        for i in range(n_workers)]
-        self.wait_for_workers(n_workers)
-
-    def _start(self, cmd, name):
-        log = open(self.logs / f"{name}.log", "wb")
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=KIT_ROOT,
-                                start_new_session=True)
-
-    def wait_for_workers(self, n):
-        from distributed import Client
-
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                with Client(self.address, timeout=5, set_as_default=False) as c:
-                    c.wait_for_workers(n, timeout=max(1.0, deadline - time.monotonic()))
-                    return
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-
-    def stop(self):
-        for p in self.workers + [self.scheduler]:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            p.wait(10)
-
-
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
+    """A scheduler and two single-thread workers (lab_utils.cluster.LocalCluster), stopped after."""
+    from lab_utils.cluster import LocalCluster
+
+    env = {**os.environ, "PYTHONPATH": str(KIT_ROOT), "LAB_PROGRESS": "0", "TMPDIR": str(tmp_path)}
+    with LocalCluster(2, env, tmp_path, idle_s=300) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def small_class(root: Path, pid_file: Path | None = None) -> None:

@@ -111,15 +111,52 @@ def test_snapshot_is_read_only_and_repair_restores_it(tmp_path):
     assert not snap.folder.exists()
 
 
-def test_restore_into_puts_back_changed_entries_only(tmp_path):
+def test_audit_puts_back_changed_entries_and_quarantines_new_files(tmp_path):
     src = make_cache(tmp_path / "src", {"scans/a.npz": {"x": np.arange(3)}, "scans/b.npz": {"x": np.arange(2)}})
+    os.chmod(src / "scans" / "a.npz", 0o600)
     before = (src / "scans" / "a.npz").read_bytes()
     trusted = SC.TrustedCache.from_folder(src)
     (src / "scans" / "a.npz").write_bytes(npz_bytes(x=np.array([42])))
-    (src / "scans" / "new.npz").write_bytes(npz_bytes(x=np.array([1])))
-    assert trusted.restore_into(src) == ["scans/a.npz"]
+    (src / "scans" / "planted.npz").write_bytes(npz_bytes(x=np.array([1])))  # a key a hand-in computed
+    (src / "vis").symlink_to(tmp_path)  # a kind swapped for a link
+    report = SC.audit_source(trusted, src)
+    assert report.restored == ["scans/a.npz"] and sorted(report.quarantined) == ["scans/planted.npz", "vis"]
     assert (src / "scans" / "a.npz").read_bytes() == before
-    assert (src / "scans" / "new.npz").exists()  # the instructor's own new entries stay
+    assert (src / "scans" / "a.npz").stat().st_mode & 0o777 == 0o600  # the file's own mode kept
+    assert not (src / "scans" / "planted.npz").exists() and not os.path.lexists(src / "vis")
+    assert (report.quarantine / "scans" / "planted.npz").is_file()
+    assert tmp_path.is_dir() and (tmp_path / "src").is_dir()  # the link's target untouched
+    # the next batch shares neither the planted entry nor anything in the quarantine
+    assert sorted(SC.TrustedCache.from_folder(src).entries) == ["scans/a.npz", "scans/b.npz"]
+    assert SC.audit_source(SC.TrustedCache.from_folder(src), src) == SC.AuditReport()
+
+
+def test_snapshot_removed_or_swapped_for_a_link_is_made_again(tmp_path):
+    src = make_cache(tmp_path / "src", {"scans/a.npz": {"x": np.arange(3)}})
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep.txt").write_text("keep")
+    os.chmod(canary, 0o751)
+    snap = SC.Snapshot.create(SC.TrustedCache.from_folder(src), parent=str(tmp_path))
+    first = snap.folder
+    import shutil
+
+    for d in (first, first / "scans"):
+        os.chmod(d, 0o755)
+    shutil.rmtree(first)
+    assert snap.repair() == ["scans/a.npz"]
+    assert (snap.folder / "scans" / "a.npz").read_bytes() == (src / "scans" / "a.npz").read_bytes()
+    second = snap.folder
+    for d in (second, second / "scans"):
+        os.chmod(d, 0o755)
+    shutil.rmtree(second)
+    second.symlink_to(canary)  # the snapshot's name now points at someone else's folder
+    snap.repair()
+    assert snap.folder != second and not os.path.lexists(second)
+    assert sorted(os.listdir(canary)) == ["keep.txt"] and canary.stat().st_mode & 0o777 == 0o751
+    snap.remove()
+    assert not snap.folder.exists() and (canary / "keep.txt").read_text() == "keep"
+    assert snap.repair() == []  # closed: never made again
 
 
 def test_trusted_cache_pickles_without_its_memo(tmp_path):
@@ -156,6 +193,12 @@ print('OWN-MANIFEST', os.path.dirname(m) != shared)
 victim = {victim!r}
 os.chmod(victim, 0o644)
 open(victim, 'wb').write(buf.getvalue())
+open(os.path.join(os.path.dirname(victim), 'k9.npz'), 'wb').write(buf.getvalue())
+import shutil
+for d in (shared, os.path.join(shared, 'scans')):
+    os.chmod(d, 0o755)
+shutil.rmtree(shared)
+os.symlink({canary!r}, shared)
 print('TAMPERED')
 """
 
@@ -169,9 +212,13 @@ print('CLEAN-K9', cache.load('scans', 'k9'))
 
 def build_class(tmp_path: Path) -> tuple[Path, Path]:
     instructor = make_cache(tmp_path / "instructor-cache", {"scans/k1.npz": {"x": np.arange(4)}})
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep.txt").write_text("keep")
     root = tmp_path / "hand-ins"
-    write_nb(root / "a_hostile" / "work.ipynb", HOSTILE.replace("{victim!r}",
-                                                                 repr(str(instructor / "scans" / "k1.npz"))))
+    write_nb(root / "a_hostile" / "work.ipynb",
+             HOSTILE.replace("{victim!r}", repr(str(instructor / "scans" / "k1.npz")))
+             .replace("{canary!r}", repr(str(canary))))
     write_nb(root / "b_clean" / "work.ipynb", CLEAN)
     return root, instructor
 
@@ -197,6 +244,10 @@ def test_a_hand_in_cannot_change_what_the_next_one_or_the_instructor_reads(tmp_p
     assert (instructor / "scans" / "k1.npz").read_bytes() == before
     assert "changed during the run" in r.stderr and "scans/k1.npz" in r.stderr
     assert "put back" in r.stderr
+    # the entry it planted there is moved aside, and what it pointed the snapshot at is untouched
+    assert not (instructor / "scans" / "k9.npz").exists() and "moved to" in r.stderr
+    assert sorted(os.listdir(tmp_path / "canary")) == ["keep.txt"]
+    assert res["b_clean/work.ipynb"]["status"] == "ok"
 
 
 def test_no_shared_cache_means_a_miss(tmp_path):
@@ -210,6 +261,7 @@ def test_no_shared_cache_means_a_miss(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--warm"], "add --execute"),
+    (["--no-shared-cache"], "add --execute"),
     (["--execute", "--warm", "--no-shared-cache"], "cannot be combined"),
     (["--execute", "--shared-cache", "/nonexistent-cache-folder"], "no such folder"),
 ])
@@ -258,6 +310,16 @@ def test_warm_requests_read_cells_and_choice_files(tmp_path):
     assert labels == [("vgg16 block4_conv1 at 224 px", 2),
                       ("vgg16 block2_conv2 at 224 px, probe_limit=50", 1),
                       ("vgg16 block3_conv1 at 224 px", 1)]
+
+
+def test_a_hostile_parameters_cell_does_not_stop_the_warm_step(tmp_path):
+    deep = param_notebook()
+    deep["cells"][0]["source"] = "layer_name = " + "-" * 300_000 + "1\n"  # MemoryError in ast.parse
+    long_sum = param_notebook(layer_name="1" + "+1" * 200_000)  # RecursionError
+    got = W.requests_for([(deep, None), (long_sum, None), (param_notebook(layer_name='"block4_conv1"'), None)])
+    # the unreadable cells count as the defaults (their run says what is wrong); the batch goes on
+    assert sorted((r.label(), n) for r, n in got) == [("vgg16 block3_conv1 at 224 px", 2),
+                                                      ("vgg16 block4_conv1 at 224 px", 1)]
 
 
 def test_warm_fills_the_instructor_cache(tmp_path):

@@ -17,7 +17,6 @@ import html
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,8 @@ from .remote import grade_remote
 from .reports import (evidence_of, group_of, hand_in_folders, lab_hand_ins, report_page_names,
                       run_verification, student_page_spec, write_grades)
 from .shards import SHARD_FILE, ShardRecord, class_slice, write_shard
-from .shared_cache import Snapshot, TrustedCache, describe
+from .shared_cache import Snapshot, TrustedCache, audit_source, describe, report_audit
+from .warm import warm_class
 from .student_kernel import copy_student_files, kernel_env, make_workroot, read_nofollow
 from .student_pages import mode_text, write_banner_page, write_index
 from .worker import CHECKPOINT_FILE, EXECUTED_FILE, RESULT_PREFIX, RUN_FILE
@@ -53,7 +53,7 @@ RENDER_TIMEOUT = 600.0  # seconds the page worker may take (no student code runs
 MANIFEST = ".submissions-manifest.json"
 
 
-class _Live:
+class LiveWork:
     """Worker processes and workroots alive now, so that Ctrl-C can end them all."""
 
     def __init__(self):
@@ -130,7 +130,7 @@ def _log_tail(path: Path) -> str:
         return ""
 
 
-def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live,
+def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: LiveWork,
               snapshot=None) -> tuple[dict, str | None, float]:
     """Execute a copy of *sub* in *workroot*: (run info, path of the run's notebook or
     None, seconds). Every process of the run has ended when this returns. *snapshot*
@@ -142,15 +142,19 @@ def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live,
         if os.lstat(src).st_size > MAX_FILE_BYTES:
             return {"executed": False, "notes": []}, None, 0.0  # the page says "too large"
         (workroot / "work" / name).write_bytes(read_nofollow(src, MAX_FILE_BYTES))
-        notes = copy_student_files(src, where, workroot / "work")
+        copy_notes = copy_student_files(src, where, workroot / "work")
     except OSError as e:
         return {"executed": False, "error": f"the hand-in could not be copied: {e}", "notes": []}, None, 0.0
     settings = {"phase": "run", "workroot": str(workroot), "notebook": name,
                 "timeout": args.timeout, "cell_timeout": args.cell_timeout}
     env = kernel_env(workroot)
+    notes: list[str] = []
     if snapshot is not None:  # as the grader wrote it, whatever an earlier hand-in did to it
-        snapshot.repair()
-        env.update(snapshot.kernel_vars(workroot))
+        try:
+            snapshot.repair()
+            env.update(snapshot.kernel_vars(workroot))
+        except OSError as e:  # this hand-in computes everything itself
+            notes.append(f"the shared cache could not be prepared ({type(e).__name__}); run without it")
     with live.lock:
         live.workroots.add(workroot)
     t0 = time.monotonic()
@@ -176,11 +180,11 @@ def _run_copy(sub: Submission, args, root: Path, workroot: Path, live: _Live,
         how = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
         run = {"executed": False, "error": f"the run worker ended ({how}) without a result"
                                            + (f": {tail}" if tail else "")}
-    run["notes"] = notes + run.get("notes", [])
+    run["notes"] = copy_notes + notes + run.get("notes", [])
     return run, executed, seconds
 
 
-def _page_worker(spec: dict, live: _Live) -> dict | None:
+def _page_worker(spec: dict, live: LiveWork) -> dict | None:
     """Run the page worker for *spec*; its result dict, or None (the message is in
     ``spec['_failure']``)."""
     rc, killed, stdout = run_with_hard_timeout(
@@ -209,7 +213,7 @@ def _page_worker_env() -> dict:
     return {**_with_kit_on_path(dict(os.environ)), "LAB_PROGRESS": "0"}
 
 
-def grade_one(sub: Submission, args, root: Path, out: Path, live: _Live, bounded: Path | None = None,
+def grade_one(sub: Submission, args, root: Path, out: Path, live: LiveWork, bounded: Path | None = None,
               snapshot=None) -> Result:
     """Run (with ``--execute``) and render one hand-in; never raises for a bad hand-in.
     *bounded*: where the page worker leaves the bounded notebook (a lab hand-in's report
@@ -294,7 +298,7 @@ def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     _write_manifest(out, produced)
 
 
-def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: _Live,
+def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: LiveWork,
              class_subs: list | None = None) -> tuple[list, dict]:
     """The lab hand-ins' reports (``reports``): evidence from the page workers, ``--verify``'s
     recomputation, one report page per student (a student worker each, ``--jobs`` at a time).
@@ -366,13 +370,13 @@ def run_batch(args, root: Path, out: Path) -> int:
 
 def _trusted_cache(args, subs, root: Path) -> TrustedCache | None:
     """With ``--execute`` and a shared cache (``args.shared_cache``, the instructor's): warm it
-    first with ``--warm`` (``warm``), then read its entries (``shared_cache``); else None."""
+    first with ``--warm`` (``warm.warm_class``), then read its entries (``shared_cache``); else None."""
     source = getattr(args, "shared_cache", None)
     if not args.execute or source is None:
         return None
     source = Path(source)
     if getattr(args, "warm", False):
-        _warm(subs, root, source)
+        warm_class(subs, root, {**_page_worker_env(), "LAB_CACHE_DIR": str(source)})
     trusted = TrustedCache.from_folder(source)
     print(f"[submissions] {display_name(describe(trusted, source))}", file=sys.stderr)
     args.shared_note = (f"shared read-only cache: {len(trusted.entries)} entries, hash-checked"
@@ -380,53 +384,11 @@ def _trusted_cache(args, subs, root: Path) -> TrustedCache | None:
     return trusted
 
 
-WARM_TIMEOUT = 6 * 3600.0  # seconds for the whole warm step (a scan is ~85 s per layer)
-
-
-def _warm(subs, root: Path, cache: Path) -> None:
-    """Run the warm worker (``warm``) for what the hand-ins' notebooks will scan, with *cache*
-    as its cache; its progress lines go to this terminal."""
-    from .notebooks import load_notebook
-    from .warm import requests_for
-
-    notebooks = []
-    for sub in subs:
-        if sub.problem is not None or sub.link is not None:
-            continue
-        where = root if sub.base is None else sub.base
-        try:
-            loaded = load_notebook(read_nofollow(where / sub.rel, MAX_FILE_BYTES))
-        except OSError:
-            continue
-        if loaded.nb is not None:
-            folder = (where / sub.rel).parent if group_of(sub.rel) is not None else None
-            notebooks.append((loaded.nb, folder))
-    wanted = requests_for(notebooks)
-    if not wanted:
-        print("[submissions] warm: no hand-in uses the kit's probe set; nothing to warm", file=sys.stderr)
-        return
-    print(f"[submissions] warm: {len(wanted)} scan(s) for {sum(n for _, n in wanted)} notebook(s): "
-          + "; ".join(f"{r.label()} ({n})" for r, n in wanted), file=sys.stderr)
-    env = {**_page_worker_env(), "LAB_CACHE_DIR": str(cache)}
-    try:
-        rc = subprocess.run([sys.executable, "-m", "lab_utils.submissions.warm"],
-                            input=json.dumps([asdict(r) for r, _ in wanted]).encode(), env=env, cwd=KIT_ROOT,
-                            stdout=subprocess.DEVNULL, timeout=WARM_TIMEOUT).returncode
-        killed = False
-    except subprocess.TimeoutExpired:
-        rc, killed = None, True
-    if rc != 0 or killed:
-        print(f"[submissions] warm: {'stopped' if killed else 'some scans failed'}; the hand-ins compute "
-              "what is missing themselves", file=sys.stderr)
-
-
-def _restore_instructor_cache(trusted: TrustedCache, source: Path) -> None:
-    """After an executed batch: put back any entry of the instructor's cache that changed."""
-    restored = trusted.restore_into(source)
-    if restored:
-        print(f"[submissions] WARNING: {len(restored)} entr{'y' if len(restored) == 1 else 'ies'} of your "
-              f"cache {display_name(str(source))} changed during the run (a hand-in's code?) and were put back: "
-              + ", ".join(display_name(n) for n in restored[:5]), file=sys.stderr)
+def _audit(trusted: TrustedCache | None, args) -> None:
+    """After an executed batch: the instructor's cache as it was (``shared_cache.audit_source``)."""
+    if trusted is not None:
+        source = Path(args.shared_cache)
+        report_audit(audit_source(trusted, source), source)
 
 
 def _run_batch(args, root: Path, out: Path, private: Path) -> int:
@@ -465,37 +427,40 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
     except OSError:
         rmtree_hard(private)
         raise
-    live = _Live()
+    live = LiveWork()
     results: dict[int, Result] = {}
     mode = "executing" if args.execute else "converting"
     scheduler = getattr(args, "scheduler", None)
-    trusted = _trusted_cache(args, subs, root)
     stack = contextlib.ExitStack()  # the cluster's client or the local snapshot, closed after the runs
-    snapshot = None
-    if scheduler:
-        try:
+    trusted = snapshot = None
+    try:
+        if scheduler:  # reached first: an unreachable cluster is said before a long warm step
             executor = stack.enter_context(open_executor(scheduler, args.jobs))
-        except BaseException:
-            stack.close()
-            raise
-        # The trusted entries travel to each worker once (not with every task).
-        trusted_ref = (client_of(executor).scatter(trusted, broadcast=True, hash=False)
-                       if trusted is not None else None)
-        # A client thread per task in flight (it only waits); two more keep the cluster fed.
-        n_cluster = cluster_threads(executor) or 1
-        n_threads = min(max(len(subs), 1), n_cluster + 2)
-        where = f"on the Dask cluster at {scheduler} ({n_cluster} worker thread(s))"
+        trusted = _trusted_cache(args, subs, root)
+        if scheduler:
+            # The trusted entries travel to each worker once (not with every task).
+            trusted_ref = (client_of(executor).scatter(trusted, broadcast=True, hash=False)
+                           if trusted is not None else None)
+            # A client thread per task in flight (it only waits); two more keep the cluster fed.
+            n_cluster = cluster_threads(executor) or 1
+            n_threads = min(max(len(subs), 1), n_cluster + 2)
+            where = f"on the Dask cluster at {scheduler} ({n_cluster} worker thread(s))"
 
-        def work(sub, **kw):
-            return grade_remote(sub, args, root, out, executor, trusted_ref, bounded=kw.get("bounded"))
-    else:
-        if trusted is not None:
-            snapshot = Snapshot.create(trusted)
-            stack.callback(snapshot.remove)
-        n_threads, where = args.jobs, f"{args.jobs} at a time"
+            def work(sub, **kw):
+                return grade_remote(sub, args, root, out, executor, trusted_ref, bounded=kw.get("bounded"))
+        else:
+            if trusted is not None:
+                snapshot = Snapshot.create(trusted)
+                stack.callback(snapshot.remove)
+            n_threads, where = args.jobs, f"{args.jobs} at a time"
 
-        def work(sub, **kw):
-            return grade_one(sub, args, root, out, live, snapshot=snapshot, **kw)
+            def work(sub, **kw):
+                return grade_one(sub, args, root, out, live, snapshot=snapshot, **kw)
+    except BaseException:
+        stack.close()
+        _audit(trusted, args)
+        rmtree_hard(private)
+        raise
     print(f"[submissions] {mode} {len(subs)} notebook(s) from {display_name(str(root))}, "
           f"{where} -> {display_name(str(out))}", file=sys.stderr)
     interrupted = False
@@ -533,8 +498,7 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         for name, handler in restore.items():
             signal.signal(getattr(signal, name), handler)
         stack.close()
-        if trusted is not None:
-            _restore_instructor_cache(trusted, Path(args.shared_cache))
+        _audit(trusted, args)
         if snapshot is not None and snapshot.repairs > 0:
             print(f"[submissions] shared cache: {snapshot.repairs} entr{'y' if snapshot.repairs == 1 else 'ies'} "
                   "changed by a hand-in during its run were put back (no hand-in read them)", file=sys.stderr)

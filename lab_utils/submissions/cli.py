@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None, *, hide_paths: bool = False) -> int:
     _load_rubric(parser, args)
     if args.rubric is not None:
         args.rubric = str(Path(args.rubric).expanduser().resolve())
-    if (args.warm or args.shared_cache) and not args.execute:
-        parser.error("--warm and --shared-cache are for executed hand-ins; add --execute")
+    if (args.warm or args.shared_cache or args.no_shared_cache) and not args.execute:
+        parser.error("--warm, --shared-cache and --no-shared-cache are for executed hand-ins; add --execute")
     if args.no_shared_cache and (args.warm or args.shared_cache):
         parser.error("--no-shared-cache cannot be combined with --warm or --shared-cache")
     if args.execute and not args.no_shared_cache:
@@ -283,7 +283,9 @@ def _load_rubric(parser, args) -> None:
 def _merge_main(parser, args) -> int:
     """``--merge DIR... --out OUT`` (``shards.merge``): a refusal is one line, exit 2."""
     for flag, given in (("--shard", args.shard is not None), ("--execute", args.execute),
-                        ("--verify", args.verify)):
+                        ("--verify", args.verify), ("--scheduler", args.scheduler is not None),
+                        ("--warm", args.warm), ("--shared-cache", args.shared_cache is not None),
+                        ("--no-shared-cache", args.no_shared_cache)):
         if given:
             parser.error(f"{flag} cannot be used with --merge (the shards were graded already)")
     for d in args.merge:

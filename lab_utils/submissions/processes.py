@@ -117,17 +117,29 @@ def run_with_hard_timeout(cmd, timeout: float, *, live=None, stdin_data: bytes |
 
 
 def rmtree_hard(path: Path) -> None:
-    """Remove *path* even if the student's code made parts of it read-only."""
+    """Remove *path* even if the student's code made parts of it read-only. A symbolic link
+    put in its place is removed itself, never followed; modes are loosened only inside *path*
+    (never on the folder that holds it)."""
+    top = os.path.abspath(path)
 
     def fix(func, p, _exc):
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
+            parent = os.path.dirname(os.path.abspath(p))
+            if parent == top or parent.startswith(top + os.sep):
+                os.chmod(parent, 0o700)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700)
             func(p)
         except OSError:
             pass
 
     if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
         return
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=fix)

@@ -48,6 +48,18 @@ class Payload:
     want_bounded: bool = False
 
 
+@dataclass
+class TaskAnswer:
+    """What a task sends back: the ``batch.Result`` as a dict, the page's and the bounded
+    notebook's bytes; or ``lost`` (its worker died: this is a second start), or ``error``."""
+
+    result: dict | None = None
+    page: bytes | None = None
+    bounded: bytes | None = None
+    lost: bool = False
+    error: str = ""
+
+
 def payload_of(sub: Submission, args, root: Path, want_bounded: bool) -> Payload:
     """Read *sub* into a Payload (read-only, never through a symbolic link)."""
     where = root if sub.base is None else sub.base
@@ -66,16 +78,15 @@ def payload_of(sub: Submission, args, root: Path, want_bounded: bool) -> Payload
     return payload
 
 
-def grade_payload(payload: Payload, trusted=None) -> dict:
-    """The task: grade one hand-in notebook from its bytes; {"result", "page", "bounded"}
-    (``batch.Result`` as a dict, the page's bytes, the bounded notebook's bytes or None),
-    or {"lost": True} when this task already started once (its worker died)."""
-    from .batch import _Live, grade_one
+def grade_payload(payload: Payload, trusted=None) -> TaskAnswer:
+    """The task: grade one hand-in notebook from its bytes (``TaskAnswer``); ``lost`` when
+    this task already started once (its worker died)."""
+    from .batch import LiveWork, grade_one
     from .processes import rmtree_hard
     from .shared_cache import worker_snapshot
 
     if not first_attempt(payload.token):
-        return {"lost": True}
+        return TaskAnswer(lost=True)
     tmp = Path(tempfile.mkdtemp(prefix="lab-task-"))
     try:
         root = tmp / "hand-ins"
@@ -96,11 +107,10 @@ def grade_payload(payload: Payload, trusted=None) -> dict:
         args = SimpleNamespace(execute=payload.execute, timeout=payload.timeout,
                                cell_timeout=payload.cell_timeout)
         snapshot = worker_snapshot(trusted) if (trusted is not None and payload.execute) else None
-        result = grade_one(sub, args, root, out, _Live(), bounded=bounded, snapshot=snapshot)
+        result = grade_one(sub, args, root, out, LiveWork(), bounded=bounded, snapshot=snapshot)
         page = out / result.page
-        return {"result": asdict(result),
-                "page": page.read_bytes() if page.is_file() else None,
-                "bounded": bounded.read_bytes() if bounded is not None and bounded.is_file() else None}
+        return TaskAnswer(result=asdict(result), page=page.read_bytes() if page.is_file() else None,
+                          bounded=bounded.read_bytes() if bounded is not None and bounded.is_file() else None)
     finally:
         rmtree_hard(tmp)
 
@@ -109,10 +119,10 @@ def grade_remote(sub: Submission, args, root: Path, out: Path, executor, trusted
                  bounded: Path | None = None):
     """The client side of one hand-in: send it to the cluster, write what comes back.
     Returns a ``batch.Result``; never raises for a hand-in or a lost worker."""
-    from .batch import Result, grade_one, _Live
+    from .batch import Result, grade_one, LiveWork
 
     if sub.problem is not None or sub.link is not None:  # nothing to send: the local path says why
-        return grade_one(sub, args, root, out, _Live())
+        return grade_one(sub, args, root, out, LiveWork())
     base = Result(student=sub.name, file=sub.shown_rel, page=f"{sub.slug}.html", status=GRADER_ERROR,
                   seconds=0.0, notes=list(sub.notes))
     t0 = time.monotonic()
@@ -121,31 +131,60 @@ def grade_remote(sub: Submission, args, root: Path, out: Path, executor, trusted
     except OSError as e:
         base.message = f"the hand-in could not be read: {display_name(str(e))}"
         return _banner(base, sub, args, out)
+    client = client_of(executor)
     try:
-        answer = executor.submit(grade_payload, payload, trusted_ref).result()
+        answer = wait_for(executor.submit(grade_payload, payload, trusted_ref), client)
     except Exception as e:  # noqa: BLE001 - a lost worker, or the task's own failure
-        answer = {"lost": True} if is_lost_worker(e) else {"error": f"{type(e).__name__}: {e}"}
+        answer = TaskAnswer(lost=True) if is_lost_worker(e) else TaskAnswer(error=f"{type(e).__name__}: {e}")
     finally:
-        client = client_of(executor)
         if client is not None and client.status == "running":
             forget_attempts(client, [payload.token])
     base.seconds = round(time.monotonic() - t0, 2)
-    if answer.get("lost"):
+    if answer.lost:
         base.message = "the Dask worker grading it was lost (it died or was stopped); grade it again"
         return _banner(base, sub, args, out)
-    if "error" in answer:
-        base.message = f"the cluster task failed: {display_name(answer['error'])[:300]}"
+    if answer.error or answer.result is None:
+        base.message = f"the cluster task failed: {display_name(answer.error)[:300]}"
         return _banner(base, sub, args, out)
-    fields = answer["result"]
-    result = Result(**{**fields, "page": f"{sub.slug}.html"})
+    result = Result(**{**answer.result, "page": f"{sub.slug}.html"})
     result.notes = list(sub.notes) + [n for n in result.notes if n not in sub.notes] + payload.copy_notes
-    if answer.get("page") is not None:
-        write_text_atomic(out / result.page, answer["page"].decode("utf-8"))
+    if answer.page is not None:
+        write_text_atomic(out / result.page, answer.page.decode("utf-8"))
     else:
         _banner(result, sub, args, out)
-    if bounded is not None and answer.get("bounded") is not None:
-        write_text_atomic(bounded, answer["bounded"].decode("utf-8"))
+    if bounded is not None and answer.bounded is not None:
+        write_text_atomic(bounded, answer.bounded.decode("utf-8"))
     return result
+
+
+NO_WORKER_GRACE_S = 120.0  # seconds a cluster may have no worker before its tasks are given up
+POLL_S = 5.0
+
+
+def wait_for(future, client) -> TaskAnswer:
+    """The task's answer; gives up (``NoWorkerLeft``) once the cluster has had no worker for
+    ``NO_WORKER_GRACE_S``: the task would wait for ever. The run's own ``--timeout`` is
+    enforced on the worker."""
+    import concurrent.futures
+
+    empty_since = None
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except concurrent.futures.TimeoutError:
+            pass
+        workers = client.scheduler_info().get("workers", {}) if client is not None else {1: 1}
+        if workers:
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since > NO_WORKER_GRACE_S:
+            future.cancel()
+            raise NoWorkerLeft(f"no Dask worker left on the cluster for {NO_WORKER_GRACE_S:g} s")
+
+
+class NoWorkerLeft(RuntimeError):
+    """The cluster lost all of its workers while a task waited."""
 
 
 def _banner(result, sub: Submission, args, out: Path):

@@ -60,7 +60,7 @@ def cell_values(nb: dict) -> dict:
         src = "".join(src) if isinstance(src, list) else str(src)
         try:
             tree = ast.parse(src)
-        except (SyntaxError, ValueError):
+        except Exception:  # noqa: BLE001 - SyntaxError, and a hostile cell's RecursionError/MemoryError
             continue
         for node in tree.body:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -110,10 +110,56 @@ def requests_for(notebooks: list[tuple[dict, Path | None]]) -> list[tuple[WarmRe
     """Distinct requests of (notebook, its hand-in folder or None) pairs, with how many asked."""
     counts: dict[WarmRequest, int] = {}
     for nb, folder in notebooks:
-        req = request_for(nb, folder)
+        try:
+            req = request_for(nb, folder)
+        except Exception:  # noqa: BLE001 - one hand-in's odd notebook never stops the class
+            req = None
         if req is not None:
             counts[req] = counts.get(req, 0) + 1
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].label()))
+
+
+WARM_TIMEOUT = 6 * 3600.0  # seconds for the whole warm step (a scan is ~85 s per layer on 2 cores)
+
+
+def warm_class(subs, root: Path, env: dict) -> None:
+    """The grader's warm step: read what the hand-ins (``handins.Submission``) of *root* will
+    scan and run this module as a process of the kit's code with *env* (its ``LAB_CACHE_DIR``:
+    the instructor's cache); its progress lines go to the terminal."""
+    import subprocess
+
+    from ..config import KIT_ROOT
+    from .notebooks import MAX_FILE_BYTES, load_notebook
+    from .reports import group_of
+    from .student_kernel import read_nofollow
+
+    notebooks = []
+    for sub in subs:
+        if sub.problem is not None or sub.link is not None:
+            continue
+        where = root if sub.base is None else sub.base
+        try:
+            loaded = load_notebook(read_nofollow(where / sub.rel, MAX_FILE_BYTES))
+        except OSError:
+            continue
+        if loaded.nb is not None:
+            folder = (where / sub.rel).parent if group_of(sub.rel) is not None else None
+            notebooks.append((loaded.nb, folder))
+    wanted = requests_for(notebooks)
+    if not wanted:
+        print("[submissions] warm: no hand-in uses the kit's probe set; nothing to warm", file=sys.stderr)
+        return
+    print(f"[submissions] warm: {len(wanted)} scan(s) for {sum(n for _, n in wanted)} notebook(s): "
+          + "; ".join(f"{r.label()} ({n})" for r, n in wanted), file=sys.stderr)
+    try:
+        rc = subprocess.run([sys.executable, "-m", "lab_utils.submissions.warm"],
+                            input=json.dumps([asdict(r) for r, _ in wanted]).encode(), env=env, cwd=KIT_ROOT,
+                            stdout=subprocess.DEVNULL, timeout=WARM_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+    if rc != 0:
+        print(f"[submissions] warm: {'stopped after ' + str(int(WARM_TIMEOUT)) + ' s' if rc is None else 'some scans failed'}"
+              "; the hand-ins compute what is missing themselves", file=sys.stderr)
 
 
 def warm(requests: list[WarmRequest], log=sys.stderr) -> list[dict]:
