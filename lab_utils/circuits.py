@@ -112,7 +112,6 @@ def channel_table(model, layer_name: str, filter_index: int, top_k: int = 10):
     return df
 
 
-# ------------------------------------------------------------------ machine-readable record
 # A render leaves its channel table as JSON next to the executed notebooks (render.py sets
 # RECORD_DIR_ENV for its kernel; ``session.LabSetup.channel_table`` writes it): the sweep
 # (``lab_utils.sweep``) compares pairs from it without parsing printed text.

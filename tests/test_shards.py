@@ -37,8 +37,6 @@ def grade(*args, timeout=600):
                           text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-# --------------------------------------------------------------------------- the slicing
-
 def make_layout(root: Path, n_folders: int, n_top: int, n_zips: int) -> None:
     """A class of empty-but-valid files: folders of two notebooks, top-level notebooks,
     top-level archives of two notebooks, plus files that are ignored."""
@@ -141,8 +139,6 @@ def test_merge_and_submissions_and_shard_argument_rules(tmp_path, capsys, monkey
 def test_parse_shard_is_one_based():
     assert parse_shard("1/1") == Shard(1, 1) and parse_shard(" 4/4 ") == Shard(4, 4) and str(Shard(2, 3)) == "2/3"
 
-
-# --------------------------------------------------------------------------- a class, sharded and merged
 
 def lab_zip(path: Path, steps, names: str) -> None:
     with zipfile.ZipFile(path, "w") as zf:

@@ -36,7 +36,6 @@ def run_sweep(*args, timeout=600, **env_extra):
                           timeout=timeout, env=env, cwd=ROOT)
 
 
-# ------------------------------------------------------------------ the pairs file
 def test_text_format_comments_blank_lines_and_line_numbers(tmp_path):
     path = write(tmp_path, "pairs.txt", "# the sweep\n\nblock3_conv1 31\n  block3_conv1\t7   # tabs, comment\n"
                                         "block2_conv2 5\n")
@@ -153,7 +152,6 @@ def test_render_sh_dispatches_sweep():
     assert "render.sh --sweep FILE --help" in " ".join(build_parser().format_help().split())
 
 
-# ------------------------------------------------------------------ the channel-table record
 def test_record_of_a_channel_table(tiny_model, tmp_path, monkeypatch):
     table = circuits.channel_table(tiny_model, "c2", 2, top_k=10)
     record = circuits.channel_table_record(table, "vgg16", 10)
@@ -180,7 +178,6 @@ def test_record_of_a_channel_table(tiny_model, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["channel-table.json"]  # atomic: no temp file left
 
 
-# ------------------------------------------------------------------ the index (synthetic results)
 def record(layer: str, f: int, channels: list[int]) -> ChannelTableRecord:
     rows = tuple(ChannelRow(i + 1, c, 0.5 / (i + 1), 0.2 / (i + 1), "excitatory") for i, c in enumerate(channels))
     return ChannelTableRecord("vgg16", layer, f, len(channels), 128, 0, "by_sum", rows)
@@ -241,7 +238,6 @@ def test_index_compares_pairs_marks_recurring_channels_and_escapes(tmp_path):
     assert "No channel table for filter(s) 8" in b4
 
 
-# ------------------------------------------------------------------ the output folder, the task
 def test_out_folder_ownership(tmp_path):
     pairs = [SweepPair("block3_conv1", 31, 1)]
     lab = tmp_path / "render"
@@ -262,7 +258,7 @@ def test_out_folder_ownership(tmp_path):
     ours.mkdir()
     result = PairResult("block3_conv1", 31, "ok", files={"index.html": b"new", "notebooks/a.ipynb": b"{}",
                                                           "../escape.html": b"x", "/abs.html": b"x"})
-    sweep.output._write_manifest(ours, {result.folder})
+    sweep.output.write_manifest(ours, {result.folder})
     (ours / "index.html").write_text("old sweep index")
     (ours / result.folder).mkdir()
     (ours / result.folder / "stale.html").write_text("old")
@@ -285,6 +281,20 @@ def test_task_and_result_are_plain_picklable_data():
     assert pickle.loads(pickle.dumps(result)) == result
 
 
+def test_the_caller_cache_goes_only_to_local_renders():
+    # a path on this machine means nothing on a Dask worker: it then uses its own cache
+    pairs = [SweepPair("block3_conv1", 31, 1), SweepPair("block3_conv1", 7, 2)]
+    arguments = ["--only", "03"]
+    local = sweep.pair_tasks(pairs, arguments, 60, "/home/me/.lab_cache", None)
+    assert local == [PairTask("block3_conv1", 31, ("--only", "03"), "/home/me/.lab_cache", 60.0),
+                     PairTask("block3_conv1", 7, ("--only", "03"), "/home/me/.lab_cache", 60.0)]
+    remote = sweep.pair_tasks(pairs, arguments, 60, "/home/me/.lab_cache", "tcp://10.0.0.5:8786")
+    assert [t.cache_dir for t in remote] == [None, None]
+    assert [(t.layer_name, t.filter_index, t.arguments) for t in remote] == [
+        (t.layer_name, t.filter_index, t.arguments) for t in local]
+    assert [t.cache_dir for t in sweep.pair_tasks(pairs, arguments, 60, None, None)] == [None, None]
+
+
 def test_a_failing_render_is_a_failed_result_not_an_exception():
     # the render refuses --only 99 before any kernel starts: a quick, real failing subprocess
     result = sweep.render_pair(PairTask("block3_conv1", 31, ("--only", "99"), None, 120.0))
@@ -292,7 +302,6 @@ def test_a_failing_render_is_a_failed_result_not_an_exception():
     assert "render exited with status 2" in result.message and "--only: no notebook numbered 99" in result.message
 
 
-# ------------------------------------------------------------------ a real sweep (weights)
 @pytest.mark.weights
 @pytest.mark.slow
 def test_real_sweep_of_two_pairs(tmp_path, vgg16):
@@ -333,7 +342,6 @@ def test_real_sweep_of_two_pairs(tmp_path, vgg16):
     assert sorted(p.name for p in out.iterdir()) == [".sweep-manifest.json", "block3_conv1-f31", "index.html"]
 
 
-# ------------------------------------------------------------------ in a browser
 def test_sweep_index_in_chromium(tmp_path):
     from test_pages_browser import _browser_or_skip
 

@@ -15,7 +15,8 @@ Each pair is one task (``render_pair``) on ``cluster.open_executor``: a local po
 temporary folder, so each pair has its own kernel and a crash stays in it, and returns
 plain data (``PairResult``): its files as bytes, the channel table the render left
 (``circuits.ChannelTableRecord``), status, time and message. Pairs share the caller's
-``LAB_CACHE_DIR`` (pairs at one layer reuse the probe scan).
+``LAB_CACHE_DIR`` (pairs at one layer reuse the probe scan); on a Dask cluster each worker
+uses its own.
 
 The client writes each pair's pages into ``OUT/<layer>-f<filter>/`` (``pair_folder``) and
 ``OUT/index.html`` (``write_sweep_index``): one row per pair and the channel tables side
@@ -28,14 +29,15 @@ The package, one module a stage:
 - ``pairs``: the pairs file (``read_pairs``, ``SweepPair``, ``pair_folder``);
 - ``task``: one pair, a task (``PairTask``, ``render_pair``, ``PairResult``;
   ``stop_local_renders``);
-- ``output``: the output folder (``check_out``, ``write_pair_files``, the ``MANIFEST``);
+- ``output``: the output folder (``check_out``, ``write_pair_files``, the ``MANIFEST``:
+  ``read_manifest``, ``write_manifest``, ``remove_stale``);
 - ``index``: ``OUT/index.html`` (``write_sweep_index``, ``recurring_channels``);
-- ``cli``: the command line (``build_parser``, ``plan``, ``main``), ``__main__``:
+- ``cli``: the command line (``build_parser``, ``plan``, ``pair_tasks``, ``main``), ``__main__``:
   ``python -m lab_utils.sweep``.
 """
 from __future__ import annotations
 
-from .cli import DEFAULT_OUT, build_parser, main, plan
+from .cli import DEFAULT_OUT, build_parser, main, pair_tasks, plan
 from .index import STATUS_BADGE, SWEEP_CSS, recurring_channels, sweep_index_body, write_sweep_index
 from .output import MANIFEST, check_out, write_pair_files
 from .pairs import YAML_SUFFIXES, SweepPair, pair_folder, parse_text, parse_yaml, read_pairs
@@ -44,6 +46,6 @@ from .task import DEFAULT_PAIR_TIMEOUT, KILL_GRACE, MESSAGE_LIMIT, PairResult, P
 __all__ = [
     "DEFAULT_OUT", "DEFAULT_PAIR_TIMEOUT", "KILL_GRACE", "MANIFEST", "MESSAGE_LIMIT", "STATUS_BADGE",
     "SWEEP_CSS", "YAML_SUFFIXES", "PairResult", "PairTask", "SweepPair", "build_parser", "check_out", "main",
-    "pair_folder", "parse_text", "parse_yaml", "plan", "read_pairs", "recurring_channels", "render_pair",
+    "pair_folder", "pair_tasks", "parse_text", "parse_yaml", "plan", "read_pairs", "recurring_channels", "render_pair",
     "stop_local_renders", "sweep_index_body", "write_pair_files", "write_sweep_index",
 ]

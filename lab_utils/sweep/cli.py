@@ -1,6 +1,7 @@
 """The command line: ``render.sh --sweep FILE`` (``python -m lab_utils.sweep``).
-``build_parser``; ``plan`` checks everything before anything runs; ``main`` submits one
-task per pair, writes each pair's folder as its result comes in, then the index."""
+``build_parser``; ``plan`` checks everything before anything runs; ``pair_tasks`` makes
+one task per pair; ``main`` submits them, writes each pair's folder as its result comes
+in, then the index."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ..config import LabError, display_name
 from .index import write_sweep_index
-from .output import _manifest, _remove_stale, _write_manifest, check_out, write_pair_files
+from .output import check_out, read_manifest, remove_stale, write_manifest, write_pair_files
 from .pairs import SweepPair, read_pairs
 from .task import DEFAULT_PAIR_TIMEOUT, MESSAGE_LIMIT, PairResult, PairTask, render_pair, stop_local_renders
 
@@ -48,15 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                "*.yaml/*.yml, a YAML list of {layer_name: L, filter_index: F}. Filter indices are 0-based. "
                "Every pair is checked before anything runs; bad lines are listed with their numbers (exit 2). "
                "Exit status 1 when a pair failed (its row says why). Pairs share LAB_CACHE_DIR: pairs at "
-               "one layer reuse its probe scan. OUT keeps only what the sweep wrote (.sweep-manifest.json); "
-               "anything else there is never overwritten.")
+               "one layer reuse its probe scan (with --scheduler, each worker's own cache). OUT keeps only "
+               "what the sweep wrote (.sweep-manifest.json); anything else there is never overwritten.")
     ap.add_argument("--sweep", metavar="FILE", required=True, help="the pairs (see below)")
     ap.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     ap.add_argument("--jobs", type=_positive_int("--jobs"), default=1,
                     help="pairs rendered at once here (default 1: one render already uses every core)")
     ap.add_argument("--scheduler", metavar="ADDRESS",
                     help="run the pairs on a Dask cluster (tcp://host:port; --jobs is then ignored); "
-                         "its workers need the kit and the weights")
+                         "its workers need the kit and the weights, and use their own LAB_CACHE_DIR")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                     help="a notebook parameter for every pair (repeatable; not layer_name or filter_index)")
     ap.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters for every pair (-p wins)")
@@ -106,6 +107,15 @@ def plan(args) -> tuple[list[SweepPair], list[str], Path, dict]:
     return pairs, arguments, out.resolve(), params
 
 
+def pair_tasks(pairs: list[SweepPair], arguments: list[str], timeout: float, cache_dir: str | None,
+               scheduler: str | None) -> list[PairTask]:
+    """One task per pair, in order. *cache_dir* (the caller's ``LAB_CACHE_DIR``) goes only to
+    renders on this machine: with a *scheduler* the task carries None, since a path here means
+    nothing on a worker, which then uses its own cache."""
+    cache = None if scheduler else cache_dir
+    return [PairTask(p.layer_name, p.filter_index, tuple(arguments), cache, float(timeout)) for p in pairs]
+
+
 def _collect(future, pair: SweepPair) -> PairResult:
     from ..cluster import is_lost_worker
 
@@ -145,18 +155,17 @@ def main(argv=None) -> int:
     results: dict[SweepPair, PairResult] = {}
     try:
         with open_executor(args.scheduler, args.jobs) as executor:
-            futures = {executor.submit(render_pair, PairTask(p.layer_name, p.filter_index, tuple(arguments),
-                                                             cache, float(args.pair_timeout))): p
-                       for p in pairs}
+            tasks = pair_tasks(pairs, arguments, args.pair_timeout, cache, args.scheduler)
+            futures = {executor.submit(render_pair, task): p for p, task in zip(pairs, tasks)}
             out.mkdir(parents=True, exist_ok=True)
-            written = set(_manifest(out))
+            written = set(read_manifest(out))
             try:
                 for future in as_completed(futures):
                     pair = futures[future]
                     result = _collect(future, pair)
                     if result.files:
                         written.add(pair.folder)
-                        _write_manifest(out, written)  # before the folder: a crash leaves it ours
+                        write_manifest(out, written)  # before the folder: a crash leaves it ours
                         write_pair_files(out, result)
                         result.files, result.written = {}, True
                     results[pair] = result
@@ -176,8 +185,8 @@ def main(argv=None) -> int:
               f"OUT/index.html not written", file=sys.stderr)
         return 130
     keep = {p.folder for p in pairs if results[p].written}
-    _remove_stale(out, keep)
-    _write_manifest(out, keep)
+    remove_stale(out, keep)
+    write_manifest(out, keep)
     ordered = [results[p] for p in pairs]
     settings = {name: repr(value) for name, value in params.items()}
     settings.update({"notebooks": args.only or "all", "ran on": where, "pairs file": display_name(args.sweep)})

@@ -1,6 +1,7 @@
 """The output folder: ``check_out`` (the sweep never overwrites what it did not write),
 ``write_pair_files`` (a pair's files into ``OUT/<layer>-f<filter>/``, swapped in whole),
-and the manifest (``MANIFEST``) of the pair folders the sweep wrote there."""
+and the manifest (``MANIFEST``) of the pair folders the sweep wrote there
+(``read_manifest``, ``write_manifest``, ``remove_stale``)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ from .task import PairResult
 MANIFEST = ".sweep-manifest.json"  # in OUT: the pair folders this command wrote
 
 
-def _manifest(out: Path) -> list[str]:
+def read_manifest(out: Path) -> list[str]:
+    """The pair folders OUT's manifest lists (plain names only; [] where it is missing or unreadable)."""
     try:
         folders = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("folders", [])
     except (OSError, ValueError, AttributeError):
@@ -33,7 +35,7 @@ def check_out(out: Path, pairs: list[SweepPair]) -> None:
     check_out_folder(out)
     if not out.is_dir():
         return
-    ours = set(_manifest(out))
+    ours = set(read_manifest(out))
     has_manifest = (out / MANIFEST).is_file()
     index = out / "index.html"
     if (index.exists() or index.is_symlink()) and not has_manifest:
@@ -79,15 +81,16 @@ def write_pair_files(out: Path, result: PairResult) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_manifest(out: Path, folders: set[str]) -> None:
+def write_manifest(out: Path, folders: set[str]) -> None:
+    """Record *folders* as the pair folders the sweep wrote in OUT (atomically)."""
     from ..pages import write_text_atomic
 
     write_text_atomic(out / MANIFEST, json.dumps({"folders": sorted(folders)}, indent=1))
 
 
-def _remove_stale(out: Path, keep: set[str]) -> None:
+def remove_stale(out: Path, keep: set[str]) -> None:
     """Remove pair folders an earlier sweep into OUT wrote that this one does not."""
-    for name in _manifest(out):
+    for name in read_manifest(out):
         path = out / name
         if name not in keep and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

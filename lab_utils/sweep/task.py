@@ -28,8 +28,9 @@ KILL_GRACE = 10.0  # seconds between Ctrl-C (the render stops its kernel) and SI
 class PairTask:
     """What a worker needs to render one pair: plain data only (it may run on another
     machine). ``arguments``: the render's other command-line arguments (``-p`` values,
-    ``--only``, ``--cell-timeout``); ``cache_dir``: the caller's ``LAB_CACHE_DIR`` (None:
-    the worker's own); ``timeout``: seconds for the whole render."""
+    ``--only``, ``--cell-timeout``); ``cache_dir``: the caller's ``LAB_CACHE_DIR`` for a
+    render on the caller's machine, None on a Dask worker (the worker's own; ``cli.pair_tasks``);
+    ``timeout``: seconds for the whole render."""
 
     layer_name: str
     filter_index: int
