@@ -100,6 +100,20 @@ def test_a_killed_worker_fails_only_its_hand_in(cluster, tmp_path):
     assert (out / "index.html").exists() and grader.returncode == 1
 
 
+def test_timeout_holds_on_the_cluster(cluster, tmp_path):
+    root = tmp_path / "hand-ins"
+    write_nb(root / "slow.ipynb", "print('STA' + 'RTED')", "import time\ntime.sleep(120)", "print('FIN' + 'ISHED')")
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    run_cli("--submissions", str(root), "--out", str(out), "--execute", "--timeout", "8", "--cell-timeout", "60",
+            "--no-shared-cache", "--scheduler", cluster.address, tmpdir=tmp_path)
+    assert time.monotonic() - t0 < 60
+    res = results(out)["slow.ipynb"]
+    assert res["status"] == "timed out", res
+    page = page_text(out, "slow.ipynb")
+    assert "STARTED" in page and "FINISHED" not in page  # outputs, not the sources shown
+
+
 def test_the_shared_cache_reaches_the_workers(cluster, tmp_path):
     from test_shared_cache import build_class
 
