@@ -394,7 +394,7 @@ def test_page_on_disk_before_its_result_returns_is_kept_by_an_interrupt(tmp_path
     out = tmp_path / "out"
     page_written = threading.Event()
 
-    def grade_slowly(sub, args, root_, out_, live, bounded=None):
+    def grade_slowly(sub, args, root_, out_, live, bounded=None, snapshot=None):
         (out_ / f"{sub.slug}.html").write_text("<p>page</p>", encoding="utf-8")
         page_written.set()
         live.stop.wait(30)  # the result never returns before the interrupt
