@@ -408,7 +408,7 @@ def test_page_on_disk_before_its_result_returns_is_kept_by_an_interrupt(tmp_path
     threading.Thread(target=terminate_when_written, daemon=True).start()
     args = S.build_parser().parse_args(["--submissions", str(root), "--out", str(out)])
     assert S.run_batch(args, root, out) == 130
-    assert "quick.html" in S._manifest_files(out)
+    assert "quick.html" in S.manifest_files(out)
     monkeypatch.undo()
     assert run_cli("--submissions", str(root), "--out", str(out)).returncode == 0
     assert results(out)["quick.ipynb"]["page"] == "quick.html"

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from ..pages import INDEX_CSS, fallback_notebook_html  # noqa: F401  (written here before)
 from .batch import (  # noqa: F401
-    KILL_GRACE, KILL_MARGIN, MANIFEST, RENDER_TIMEOUT, Result, _manifest_files, grade_one, read_run_info,
+    KILL_GRACE, KILL_MARGIN, MANIFEST, RENDER_TIMEOUT, Result, manifest_files, grade_one, read_run_info,
     run_batch)
 from .cli import (  # noqa: F401
     ARGS_FD_FLAG, DEFAULT_CELL_TIMEOUT, DEFAULT_JOBS, DEFAULT_OUT, DEFAULT_TIMEOUT, build_parser, main)

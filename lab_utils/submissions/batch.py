@@ -263,7 +263,7 @@ def grade_one(sub: Submission, args, root: Path, out: Path, live: LiveWork, boun
     return base
 
 
-def _manifest_files(out: Path) -> list[str]:
+def manifest_files(out: Path) -> list[str]:
     try:
         files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
@@ -271,31 +271,31 @@ def _manifest_files(out: Path) -> list[str]:
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
-def _foreign_pages(out: Path) -> set[str]:
+def foreign_pages(out: Path) -> set[str]:
     """Page names (lower case, no ``.html``) of ``.html`` files in *out* that no earlier run
     of this command wrote: a student's page never overwrites them."""
     try:
         names = [p.name for p in out.iterdir() if p.name.lower().endswith(".html")]
     except OSError:
         return set()
-    ours = set(_manifest_files(out)) | {"index.html"}
+    ours = set(manifest_files(out)) | {"index.html"}
     return {n[:-5].lower() for n in names if n not in ours}
 
 
-def _write_manifest(out: Path, pages: set[str]) -> None:
+def write_pages_manifest(out: Path, pages: set[str]) -> None:
     write_text_atomic(out / MANIFEST, json.dumps({"files": sorted(pages)}, indent=1))
 
 
 def _clean_stale_pages(out: Path, produced: set[str]) -> None:
     """Remove pages a previous run of this command wrote that this run did not."""
-    for name in _manifest_files(out):
+    for name in manifest_files(out):
         if (name not in produced and "/" not in name and "\\" not in name
                 and name.endswith(".html") and not name.startswith(".")):
             try:
                 (out / name).unlink()
             except OSError:
                 pass
-    _write_manifest(out, produced)
+    write_pages_manifest(out, produced)
 
 
 def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: LiveWork,
@@ -309,7 +309,7 @@ def _reports(subs, results: dict, bounded: dict, rubric, args, out: Path, live: 
     if not hand_ins:
         return [], {}
     everyone = subs if class_subs is None else class_subs
-    taken = {s.slug.lower() for s in everyone} | _foreign_pages(out)
+    taken = {s.slug.lower() for s in everyone} | foreign_pages(out)
     report_page_names(hand_ins, taken, hand_in_folders(everyone))
     verification = run_verification(hand_ins, _page_worker_env(), live) if getattr(args, "verify", False) else {}
     for h in hand_ins:
@@ -407,7 +407,7 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         unpacked = unpack_all(root, found.archives, private / "archives", data_files=data_files)
         archive_rels, archive_ignored, extra = _archive_hand_ins(unpacked)
         ignored = sorted(found.ignored + archive_ignored)
-        subs = assign_names(found.notebooks + archive_rels, found.links, taken=_foreign_pages(out))
+        subs = assign_names(found.notebooks + archive_rels, found.links, taken=foreign_pages(out))
     except BaseException:
         rmtree_hard(private)
         raise
@@ -516,7 +516,7 @@ def _run_batch(args, root: Path, out: Path, private: Path) -> int:
         # have written its page before its result reached this thread, so look at the folder; a
         # name in `subs` was chosen to avoid every foreign page, so a file by that name is ours.
         written = {f"{s.slug}.html" for s in subs if (out / f"{s.slug}.html").exists()}
-        _write_manifest(out, written | {r.page for r in results.values()} | set(_manifest_files(out)))
+        write_pages_manifest(out, written | {r.page for r in results.values()} | set(manifest_files(out)))
         print("[submissions] interrupted; no index written", file=sys.stderr)
         return 130
     ordered = [results[i] for i in range(len(subs))]

@@ -246,7 +246,7 @@ class MergePlan:
 def check_merge(dirs: list[Path], out: Path, rubric) -> MergePlan:
     """Read and check every shard of a merge into *out*; ShardError on the first problem.
     Nothing is written here."""
-    from .batch import _foreign_pages, _manifest_files
+    from .batch import foreign_pages, manifest_files
 
     out = out.resolve()
     records, folders = [], []
@@ -280,11 +280,11 @@ def check_merge(dirs: list[Path], out: Path, rubric) -> MergePlan:
     if missing:
         raise ShardError(f"--merge: missing shard{'s' if len(missing) > 1 else ''} "
                          f"{', '.join(map(str, missing))} of {first.count}; nothing was written")
-    foreign = _foreign_pages(out) if out.is_dir() else set()
+    foreign = foreign_pages(out) if out.is_dir() else set()
     copies: dict[str, Path] = {}
     for d, folder, r in zip(dirs, folders, records):
         where = display_name(str(d))
-        listed = set(_manifest_files(folder))
+        listed = set(manifest_files(folder))
         for page in r.pages:
             if page not in listed:
                 raise ShardError(f"--merge {where}: {display_name(page)} is in {SHARD_FILE} but not in the "
@@ -326,7 +326,7 @@ def merge(dirs: list[Path], out: Path, rubric) -> int:
     import sys
 
     from ..grading import student_report
-    from .batch import Result, _manifest_files, _write_manifest, finish_status, write_outputs
+    from .batch import Result, finish_status, manifest_files, write_outputs, write_pages_manifest
     from .reports import evidence_of, lab_hand_ins
 
     plan = check_merge(dirs, out, rubric)
@@ -363,7 +363,7 @@ def merge(dirs: list[Path], out: Path, rubric) -> int:
             _copy_nofollow(src, out / page)
             copied.add(page)
     except OSError as e:  # keep what was written ours (a later run may replace it)
-        _write_manifest(out, copied | set(_manifest_files(out)))
+        write_pages_manifest(out, copied | set(manifest_files(out)))
         raise ShardError(f"--merge: a page could not be copied ({display_name(str(e))})") from None
     print(f"[submissions] merged {len(plan.records)} shards: {len(ordered)} notebooks, "
           f"{len(hand_ins)} lab hand-ins -> {display_name(str(out))}", file=sys.stderr)
