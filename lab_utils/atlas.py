@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
+from .arguments import OneLineParser
 from .config import LabError, display_name, progress
 
 # Defaults, measured on the reference 2-core CPU (AMD EPYC). One ascent step at block3_conv1
@@ -339,13 +340,8 @@ Numbers are 0-based filter indices. Click an image to enlarge it; in the enlarge
 
 
 # ------------------------------------------------------------------ command line
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump or traceback
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _OneLineParser(
+    ap = OneLineParser(
         prog="atlas",
         usage="render.sh --atlas LAYER [--model M] [--out DIR] [--size N] [--steps N] [--seed N] [--batch N]\n"
               "       python -m lab_utils.atlas LAYER [options]",

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..arguments import positive_int
 from ..config import LabError, cache_dir, display_name
 from ..pages import out_folder_blocker
 from ..rubric import load_rubric
@@ -43,16 +44,6 @@ def _positive_seconds(flag):
             raise argparse.ArgumentTypeError(f"{flag} must be a positive number of seconds (got {text})")
         return v
     return parse
-
-
-def _jobs(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--jobs must be a whole number (got {text!r})")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"--jobs must be at least 1 (got {v})")
-    return v
 
 
 def _shard(text):
@@ -115,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", metavar="S", type=_positive_seconds("--cell-timeout"),
                    default=DEFAULT_CELL_TIMEOUT,
                    help=f"seconds per cell with --execute (default: {DEFAULT_CELL_TIMEOUT:g})")
-    p.add_argument("--jobs", metavar="N", type=_jobs, default=DEFAULT_JOBS,
+    p.add_argument("--jobs", metavar="N", type=positive_int("--jobs"), default=DEFAULT_JOBS,
                    help=f"notebooks processed at the same time, each in its own process "
                         f"(default: {DEFAULT_JOBS})")
     p.add_argument("--rubric", metavar="FILE", default=None,

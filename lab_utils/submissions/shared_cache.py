@@ -220,6 +220,20 @@ def _remove_at(dir_fd: int, name: str) -> None:
     os.rmdir(name, dir_fd=dir_fd)
 
 
+def _remove_path(path: Path) -> None:
+    """Remove whatever is at *path* now (a link itself, never its target; best effort)."""
+    try:
+        parent = os.open(path.parent, DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        _remove_at(parent, path.name)
+    except OSError:
+        pass
+    finally:
+        os.close(parent)
+
+
 def _read_at(dir_fd: int, name: str) -> bytes | None:
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0),
@@ -288,13 +302,7 @@ class Snapshot:
     def _new_folder(self) -> None:
         """The folder is gone or was swapped: remove what is at its name (a link itself, never
         its target) and make a fresh one beside it."""
-        parent = os.open(self.folder.parent, DIR_FLAGS)
-        try:
-            _remove_at(parent, self.folder.name)
-        except OSError:
-            pass
-        finally:
-            os.close(parent)
+        _remove_path(self.folder)
         self.folder = Path(tempfile.mkdtemp(prefix="lab-shared-cache-", dir=self.folder.parent))
         self._ident = self._identity()
 
@@ -364,16 +372,7 @@ class Snapshot:
         """Delete the snapshot (whatever is at its name now; links are not followed)."""
         with self._lock:
             self.closed = True
-            try:
-                parent = os.open(self.folder.parent, DIR_FLAGS)
-            except OSError:
-                return
-            try:
-                _remove_at(parent, self.folder.name)
-            except OSError:
-                pass
-            finally:
-                os.close(parent)
+            _remove_path(self.folder)
 
 
 _worker_snapshots: dict[str, Snapshot] = {}

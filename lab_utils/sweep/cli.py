@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..arguments import OneLineParser, positive_int
 from ..config import LabError, display_name
 from .index import write_sweep_index
 from .output import check_out, read_manifest, remove_stale, write_manifest, write_pair_files
@@ -20,25 +21,8 @@ from .task import DEFAULT_PAIR_TIMEOUT, MESSAGE_LIMIT, PairResult, PairTask, ren
 DEFAULT_OUT = "build/sweep"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump or traceback
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(flag):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a whole number (got {text!r})")
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be at least 1 (got {v})")
-        return v
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _OneLineParser(
+    ap = OneLineParser(
         prog="render.sh --sweep",
         usage="render.sh --sweep FILE [--out DIR] [--jobs N] [--scheduler ADDRESS] [-p NAME VALUE]... "
               "[--params F.yaml] [--only 02,03]",
@@ -53,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                "what the sweep wrote (.sweep-manifest.json); anything else there is never overwritten.")
     ap.add_argument("--sweep", metavar="FILE", required=True, help="the pairs (see below)")
     ap.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    ap.add_argument("--jobs", type=_positive_int("--jobs"), default=1,
+    ap.add_argument("--jobs", type=positive_int("--jobs"), default=1,
                     help="pairs rendered at once here (default 1: one render already uses every core)")
     ap.add_argument("--scheduler", metavar="ADDRESS",
                     help="run the pairs on a Dask cluster (tcp://host:port; --jobs is then ignored); "
@@ -63,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters for every pair (-p wins)")
     ap.add_argument("--only", help="comma-separated notebook numbers to run per pair, e.g. 02,03 "
                                    "(the channel table needs 03, 04 or 05)")
-    ap.add_argument("--cell-timeout", type=_positive_int("--cell-timeout"), default=1800,
+    ap.add_argument("--cell-timeout", type=positive_int("--cell-timeout"), default=1800,
                     help="seconds one cell may run (default 1800)")
-    ap.add_argument("--pair-timeout", type=_positive_int("--pair-timeout"), default=int(DEFAULT_PAIR_TIMEOUT),
+    ap.add_argument("--pair-timeout", type=positive_int("--pair-timeout"), default=int(DEFAULT_PAIR_TIMEOUT),
                     help=f"seconds one pair's whole render may take (default {DEFAULT_PAIR_TIMEOUT:g})")
     return ap
 
